@@ -1,0 +1,152 @@
+//! Settings from environment-style variables, validated up front.
+//!
+//! Every variable has a documented default and range; a wrong value stops
+//! start-up with a message naming the variable, the value and what is allowed.
+//! The lookup is a function so that tests need no process environment.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use crate::geo::GeohashPrecision;
+use crate::ingest::IngestSettings;
+use crate::watermark::WatermarkMode;
+use crate::window::WindowSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable}={value:?} is invalid: {expected}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Reads variables through a lookup function (`std::env::var` in production).
+pub struct EnvReader<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
+    pub fn new(lookup: F) -> EnvReader<F> {
+        EnvReader { lookup }
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// A required string.
+    pub fn required(&self, name: &str, what: &str) -> Result<String, ConfigError> {
+        self.raw(name).ok_or_else(|| ConfigError { variable: name.into(), value: String::new(), expected: format!("must be set to {what}") })
+    }
+
+    /// A string with a default.
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A number in `min..=max`, or `default` when unset.
+    pub fn number<T>(&self, name: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        let Some(text) = self.raw(name) else {
+            return Ok(default);
+        };
+        match text.parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(ConfigError { variable: name.into(), value: text, expected: format!("expected a whole number from {min} to {max}") }),
+        }
+    }
+
+    /// One of a fixed set of words, or `default` when unset.
+    pub fn choice<'c>(&self, name: &str, default: &'c str, allowed: &[&'c str]) -> Result<&'c str, ConfigError> {
+        let Some(text) = self.raw(name) else {
+            return Ok(default);
+        };
+        allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(&text))
+            .copied()
+            .ok_or_else(|| ConfigError { variable: name.into(), value: text, expected: format!("expected one of {}", allowed.join(", ")) })
+    }
+
+    /// The analytics settings of the aggregate function (see the README's
+    /// configuration table for each variable).
+    pub fn ingest_settings(&self) -> Result<IngestSettings, ConfigError> {
+        let size = self.number("WINDOW_SIZE_SECONDS", 600i64, 60, 86_400)?;
+        let slide = self.number("WINDOW_SLIDE_SECONDS", size, 60, 86_400)?;
+        let window = WindowSpec::new(size, slide).map_err(|e| ConfigError {
+            variable: "WINDOW_SLIDE_SECONDS".into(),
+            value: slide.to_string(),
+            expected: e.to_string(),
+        })?;
+        let precision = self.number("GEOHASH_PRECISION", 6u8, 1, GeohashPrecision::MAX)?;
+        let watermark_mode = match self.choice("WATERMARK_MODE", "producer", &["producer", "bounded"])? {
+            "bounded" => WatermarkMode::Bounded { max_out_of_orderness_s: self.number("MAX_OUT_OF_ORDERNESS_SECONDS", 60i64, 0, 86_400)? },
+            _ => WatermarkMode::Producer,
+        };
+        Ok(IngestSettings {
+            window,
+            precision: GeohashPrecision::new(precision).expect("range checked above"),
+            areas: Default::default(),
+            watermark_mode,
+            allowed_lateness_s: self.number("ALLOWED_LATENESS_SECONDS", 300i64, 0, 7 * 86_400)?,
+            future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", 900i64, 0, 7 * 86_400)?,
+            retention_s: self.number("RETENTION_HOURS", 48i64, 1, 24 * 365)? * 3600,
+            write_concurrency: self.number("DYNAMODB_WRITE_CONCURRENCY", 16usize, 1, 256)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn reader(pairs: &[(&str, &str)]) -> EnvReader<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        EnvReader::new(move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_design_defaults() {
+        let settings = reader(&[]).ingest_settings().unwrap();
+        assert_eq!(settings, IngestSettings::default());
+        assert_eq!(settings.window, WindowSpec::tumbling(600).unwrap());
+    }
+
+    #[test]
+    fn parses_every_variable() {
+        let settings = reader(&[
+            ("WINDOW_SIZE_SECONDS", "900"),
+            ("WINDOW_SLIDE_SECONDS", "300"),
+            ("GEOHASH_PRECISION", "7"),
+            ("WATERMARK_MODE", "Bounded"),
+            ("MAX_OUT_OF_ORDERNESS_SECONDS", "30"),
+            ("ALLOWED_LATENESS_SECONDS", "0"),
+            ("FUTURE_TOLERANCE_SECONDS", "60"),
+            ("RETENTION_HOURS", "2"),
+            ("DYNAMODB_WRITE_CONCURRENCY", "4"),
+        ])
+        .ingest_settings()
+        .unwrap();
+        assert_eq!(settings.window, WindowSpec::new(900, 300).unwrap());
+        assert_eq!(settings.precision.chars(), 7);
+        assert_eq!(settings.watermark_mode, WatermarkMode::Bounded { max_out_of_orderness_s: 30 });
+        assert_eq!((settings.allowed_lateness_s, settings.future_tolerance_s, settings.retention_s), (0, 60, 7200));
+        assert_eq!(settings.write_concurrency, 4);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_allowed_range() {
+        let err = reader(&[("GEOHASH_PRECISION", "13")]).ingest_settings().unwrap_err();
+        assert_eq!(err.to_string(), "configuration error: GEOHASH_PRECISION=\"13\" is invalid: expected a whole number from 1 to 12");
+        let err = reader(&[("WINDOW_SIZE_SECONDS", "ten")]).ingest_settings().unwrap_err();
+        assert_eq!(err.variable, "WINDOW_SIZE_SECONDS");
+        let err = reader(&[("WINDOW_SIZE_SECONDS", "600"), ("WINDOW_SLIDE_SECONDS", "250")]).ingest_settings().unwrap_err();
+        assert!(err.to_string().contains("must be a multiple of the slide"), "{err}");
+        let err = reader(&[("WATERMARK_MODE", "magic")]).ingest_settings().unwrap_err();
+        assert!(err.to_string().contains("expected one of producer, bounded"), "{err}");
+        assert!(reader(&[]).required("TABLE_NAME", "the DynamoDB table name").unwrap_err().to_string().contains("TABLE_NAME"));
+    }
+}

@@ -1,0 +1,29 @@
+//! The pure core of the taxi pipeline: everything that decides *what* the
+//! results are, with no I/O of its own.
+//!
+//! - [`event`]: decoding of trip and watermark events, validity rules.
+//! - [`geo`]: the city and airport areas and geohash pickup cells.
+//! - [`window`]: event-time panes and the tumbling / sliding windows built from them.
+//! - [`seq`]: Kinesis sequence numbers, ordered and stored fixed-width.
+//! - [`aggregate`]: per-batch pre-aggregation keyed by (pane, metric, key).
+//! - [`watermark`]: per-shard watermark rules (producer and bounded modes).
+//! - [`shard`]: the durable per-shard state and its counters.
+//! - [`ingest`]: the exactly-once batch algorithm over a [`store::PartialStore`].
+//! - [`store`]: the store trait, plus an in-memory store with fault injection.
+//! - [`metrics`]: per-batch metrics and their CloudWatch EMF encoding.
+//! - [`config`]: analytics settings parsed from environment-style lookups.
+//! - [`tlc`]: TLC CSV rows to trip events (New York local time to UTC).
+
+pub mod aggregate;
+pub mod config;
+pub mod event;
+pub mod geo;
+pub mod ingest;
+pub mod metrics;
+pub mod seq;
+pub mod shard;
+pub mod store;
+pub mod time;
+pub mod tlc;
+pub mod watermark;
+pub mod window;

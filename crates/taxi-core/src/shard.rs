@@ -1,0 +1,113 @@
+//! The durable state of one shard: how far it has been applied, its watermark,
+//! when it last reported, and exactly-once counters of what it has seen.
+
+use std::fmt;
+
+use crate::event::InvalidReason;
+use crate::seq::SeqNum;
+use crate::time::WallTime;
+use crate::watermark::ShardWatermark;
+
+/// A Kinesis shard id such as `shardId-000000000003`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub String);
+
+impl ShardId {
+    /// The shard id from a Lambda Kinesis record's `eventID`
+    /// (`shardId-000000000000:4954...`).
+    pub fn from_event_id(event_id: &str) -> Option<ShardId> {
+        let (shard, _) = event_id.split_once(':')?;
+        (!shard.is_empty()).then(|| ShardId(shard.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Counts of invalid records, one per [`InvalidReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasonCounts([u64; InvalidReason::ALL.len()]);
+
+impl ReasonCounts {
+    pub fn add(&mut self, reason: InvalidReason, n: u64) {
+        self.0[reason.index()] += n;
+    }
+
+    pub fn get(&self, reason: InvalidReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (InvalidReason, u64)> + '_ {
+        InvalidReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+}
+
+/// What a shard's applied records were. Every applied record is counted in
+/// exactly one of `trips_aggregated`, `watermark_events`, `invalid` or
+/// `dropped_late`; `late` counts the aggregated trips that arrived after one
+/// of their windows was emitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub records: u64,
+    pub trips_aggregated: u64,
+    pub watermark_events: u64,
+    pub invalid: ReasonCounts,
+    pub late: u64,
+    pub dropped_late: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.records += other.records;
+        self.trips_aggregated += other.trips_aggregated;
+        self.watermark_events += other.watermark_events;
+        for (reason, n) in other.invalid.iter() {
+            self.invalid.add(reason, n);
+        }
+        self.late += other.late;
+        self.dropped_late += other.dropped_late;
+    }
+}
+
+/// The durable state of one shard (item `S#<shard_id>` / `STATE`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardState {
+    /// The last record whose every effect is durable.
+    pub applied_seq: Option<SeqNum>,
+    pub watermark: ShardWatermark,
+    /// Wall time of the last advance; the closer judges idleness from it.
+    pub updated_at: Option<WallTime>,
+    pub counters: Counters,
+}
+
+impl ShardState {
+    pub fn has_applied(&self, seq: &SeqNum) -> bool {
+        self.applied_seq.as_ref().is_some_and(|applied| seq <= applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_id_from_event_id() {
+        assert_eq!(
+            ShardId::from_event_id("shardId-000000000003:49545115243490985018280067714973144582180062593244200961"),
+            Some(ShardId("shardId-000000000003".into()))
+        );
+        assert_eq!(ShardId::from_event_id("no-colon"), None);
+        assert_eq!(ShardId::from_event_id(":123"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! The store behind the exactly-once batch algorithm, as a small trait: the
+//! DynamoDB implementation lives at the edge (`taxi-aws`), and the in-memory
+//! one here serves property tests, with fault injection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Mutex;
+
+use crate::aggregate::{MetricKey, PartialKey, PartialValue};
+use crate::seq::SeqNum;
+use crate::shard::{ShardId, ShardState};
+use crate::time::EventTime;
+use crate::watermark::CloserProgress;
+use crate::window::{PaneStart, WindowStart};
+
+/// A store failure. Every one of them makes the batch report a retry from the
+/// first record whose effects are not durable; none of them loses data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("throttled by the store (retry helps): {0}")]
+    Throttled(String),
+    #[error("store unavailable or timed out (retry helps): {0}")]
+    Unavailable(String),
+    #[error("store rejected the request (retry will not help until the configuration is fixed): {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Rejected(_))
+    }
+}
+
+/// Add `value` to one partial, applied only if the item has not yet seen
+/// `first_seq` (`attribute_not_exists(seq) OR seq < first_seq`); the item's
+/// sequence fence then moves to `last_seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialWrite<'a> {
+    pub shard: &'a ShardId,
+    pub key: PartialKey,
+    pub value: PartialValue,
+    pub first_seq: &'a SeqNum,
+    pub last_seq: &'a SeqNum,
+    pub expires_at: EventTime,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PartialWriteOutcome {
+    Applied { capacity_units: f64 },
+    /// The fence refused the write: the item has applied every record up to
+    /// `item_seq` already.
+    Fenced { item_seq: SeqNum, capacity_units: f64 },
+}
+
+/// "Window `window` received late data from `shard`, up to record `seq`: emit it again."
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReemitMarker<'a> {
+    pub window: WindowStart,
+    pub shard: &'a ShardId,
+    pub seq: &'a SeqNum,
+    pub expires_at: EventTime,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SaveOutcome {
+    Saved { capacity_units: f64 },
+    /// Someone else moved the shard state; here is what it is now.
+    Conflict { current: ShardState },
+}
+
+/// The durable side of the aggregate function.
+pub trait PartialStore: Send + Sync {
+    fn load_shard_state(&self, shard: &ShardId) -> impl Future<Output = Result<Option<ShardState>, StoreError>> + Send;
+
+    fn load_closer_progress(&self) -> impl Future<Output = Result<CloserProgress, StoreError>> + Send;
+
+    fn write_partial(&self, write: &PartialWrite<'_>) -> impl Future<Output = Result<PartialWriteOutcome, StoreError>> + Send;
+
+    /// Idempotent; returns the capacity consumed.
+    fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> impl Future<Output = Result<f64, StoreError>> + Send;
+
+    /// Saves `state` if the stored state's applied sequence is still `expected`.
+    fn save_shard_state(
+        &self,
+        shard: &ShardId,
+        state: &ShardState,
+        expected: Option<&SeqNum>,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+}
+
+/// A partial as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPartial {
+    pub value: PartialValue,
+    pub seq: SeqNum,
+    pub expires_at: EventTime,
+}
+
+/// The content of a [`MemoryStore`], comparable as a whole.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemoryTables {
+    pub partials: BTreeMap<(PaneStart, ShardId, MetricKey), StoredPartial>,
+    pub shard_states: BTreeMap<ShardId, ShardState>,
+    pub markers: BTreeMap<(WindowStart, ShardId), SeqNum>,
+    pub closer: CloserProgress,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    operations: usize,
+    crash_at: Option<usize>,
+    crashed: bool,
+    failing_operations: BTreeSet<usize>,
+}
+
+/// An in-memory store with the same conditional semantics as the DynamoDB one.
+///
+/// Faults: [`MemoryStore::crash_at`] makes operation number N and every later
+/// one fail, as if the function died there (its writes so far stay);
+/// [`MemoryStore::fail_operation`] makes one operation fail transiently.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: Mutex<MemoryTables>,
+    faults: Mutex<Faults>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    pub fn snapshot(&self) -> MemoryTables {
+        self.tables.lock().expect("memory store poisoned").clone()
+    }
+
+    pub fn set_closer_progress(&self, progress: CloserProgress) {
+        self.tables.lock().expect("memory store poisoned").closer = progress;
+    }
+
+    /// Operations counted so far (each trait call is one).
+    pub fn operations(&self) -> usize {
+        self.faults.lock().expect("memory store poisoned").operations
+    }
+
+    /// Operation number `n` (counting from [`MemoryStore::operations`]'s
+    /// current value as 0) and all later ones fail until [`MemoryStore::revive`].
+    pub fn crash_at(&self, n: usize) {
+        let mut faults = self.faults.lock().expect("memory store poisoned");
+        faults.crash_at = Some(faults.operations + n);
+    }
+
+    /// Operation number `n` from now fails once.
+    pub fn fail_operation(&self, n: usize) {
+        let mut faults = self.faults.lock().expect("memory store poisoned");
+        let at = faults.operations + n;
+        faults.failing_operations.insert(at);
+    }
+
+    /// Whether the injected crash happened; clears it.
+    pub fn revive(&self) -> bool {
+        let mut faults = self.faults.lock().expect("memory store poisoned");
+        faults.crash_at = None;
+        faults.failing_operations.clear();
+        std::mem::take(&mut faults.crashed)
+    }
+
+    fn begin_operation(&self) -> Result<std::sync::MutexGuard<'_, MemoryTables>, StoreError> {
+        let mut faults = self.faults.lock().expect("memory store poisoned");
+        let n = faults.operations;
+        faults.operations += 1;
+        if faults.crash_at.is_some_and(|at| n >= at) {
+            faults.crashed = true;
+            return Err(StoreError::Unavailable(format!("injected crash at operation {n}")));
+        }
+        if faults.failing_operations.remove(&n) {
+            return Err(StoreError::Throttled(format!("injected failure of operation {n}")));
+        }
+        Ok(self.tables.lock().expect("memory store poisoned"))
+    }
+}
+
+impl PartialStore for MemoryStore {
+    async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
+        Ok(self.begin_operation()?.shard_states.get(shard).cloned())
+    }
+
+    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+        Ok(self.begin_operation()?.closer)
+    }
+
+    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
+        let mut tables = self.begin_operation()?;
+        let id = (write.key.pane, write.shard.clone(), write.key.metric);
+        // The DynamoDB condition: attribute_not_exists(seq) OR seq < :first.
+        match tables.partials.get_mut(&id) {
+            Some(item) if item.seq >= *write.first_seq => {
+                return Ok(PartialWriteOutcome::Fenced { item_seq: item.seq.clone(), capacity_units: 1.0 });
+            }
+            Some(item) => {
+                item.value.add(write.value);
+                item.seq = write.last_seq.clone();
+                item.expires_at = write.expires_at;
+            }
+            None => {
+                let item = StoredPartial { value: write.value, seq: write.last_seq.clone(), expires_at: write.expires_at };
+                tables.partials.insert(id, item);
+            }
+        }
+        Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
+    }
+
+    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
+        let mut tables = self.begin_operation()?;
+        tables.markers.insert((marker.window, marker.shard.clone()), marker.seq.clone());
+        Ok(1.0)
+    }
+
+    async fn save_shard_state(
+        &self,
+        shard: &ShardId,
+        state: &ShardState,
+        expected: Option<&SeqNum>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let mut tables = self.begin_operation()?;
+        let current = tables.shard_states.get(shard);
+        if current.and_then(|s| s.applied_seq.as_ref()) != expected {
+            return Ok(SaveOutcome::Conflict { current: current.cloned().unwrap_or_default() });
+        }
+        tables.shard_states.insert(shard.clone(), state.clone());
+        Ok(SaveOutcome::Saved { capacity_units: 1.0 })
+    }
+}

@@ -1,0 +1,173 @@
+//! Watermark rules: how a shard's watermark advances, and how late a trip is
+//! relative to what the closer has already emitted.
+
+use crate::time::EventTime;
+use crate::window::{PaneStart, WindowSpec, WindowStart};
+
+/// How a shard's watermark is derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatermarkMode {
+    /// From watermark events the producer writes to every shard (default).
+    Producer,
+    /// The event time seen on the shard, minus a bound on out-of-orderness.
+    Bounded { max_out_of_orderness_s: i64 },
+}
+
+/// A shard's watermark and what it is derived from.
+///
+/// In bounded mode the watermark follows the *second* highest event time seen,
+/// so a single record with a bogus timestamp cannot drag it forward by itself
+/// (invariant 6); records far beyond the wall clock are rejected before they
+/// get here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardWatermark {
+    pub watermark: Option<EventTime>,
+    /// The two highest trip event times seen, highest first (bounded mode).
+    pub top_event_times: [Option<EventTime>; 2],
+}
+
+impl ShardWatermark {
+    pub fn observe_trip(&mut self, t: EventTime, mode: WatermarkMode) {
+        let WatermarkMode::Bounded { max_out_of_orderness_s } = mode else {
+            return;
+        };
+        let [first, second] = self.top_event_times;
+        self.top_event_times = match first {
+            Some(f) if t <= f => [first, second.max(Some(t))],
+            _ => [Some(t), first],
+        };
+        if let Some(supported) = self.top_event_times[1] {
+            self.advance_to(supported.plus_seconds(-max_out_of_orderness_s));
+        }
+    }
+
+    /// A watermark event only counts in producer mode.
+    pub fn observe_watermark_event(&mut self, w: EventTime, mode: WatermarkMode) {
+        if mode == WatermarkMode::Producer {
+            self.advance_to(w);
+        }
+    }
+
+    /// Watermarks never go backwards.
+    fn advance_to(&mut self, w: EventTime) {
+        self.watermark = self.watermark.max(Some(w));
+    }
+}
+
+/// What the aggregate function knows of the closer's progress, read once per batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloserProgress {
+    /// Every window ending at or before this instant has been emitted.
+    pub closed_through: Option<EventTime>,
+    /// The global watermark the closer last acted on (at least `closed_through`).
+    pub watermark: Option<EventTime>,
+}
+
+/// Where a trip stands relative to the windows already emitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lateness {
+    /// No window containing the trip has been emitted.
+    OnTime,
+    /// Some of its windows were emitted; those still within the allowed
+    /// lateness must be re-emitted with the trip in them.
+    Late { reemit: Vec<WindowStart> },
+    /// Every window containing it was emitted and is past the allowed lateness.
+    DroppedLate,
+}
+
+impl CloserProgress {
+    pub fn lateness(&self, spec: &WindowSpec, pane: PaneStart, allowed_lateness_s: i64) -> Lateness {
+        let Some(closed_through) = self.closed_through else {
+            return Lateness::OnTime;
+        };
+        let watermark = self.watermark.unwrap_or(closed_through).max(closed_through);
+        let mut any_open = false;
+        let mut reemit = Vec::new();
+        for window in spec.windows_containing(pane) {
+            let end = spec.window_end(window);
+            if end > closed_through {
+                any_open = true;
+            } else if end.plus_seconds(allowed_lateness_s) > watermark {
+                reemit.push(window);
+            }
+        }
+        match (any_open, reemit.is_empty()) {
+            (true, true) => Lateness::OnTime,
+            (false, true) => Lateness::DroppedLate,
+            (_, false) => Lateness::Late { reemit },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BOUNDED: WatermarkMode = WatermarkMode::Bounded { max_out_of_orderness_s: 60 };
+
+    #[test]
+    fn producer_mode_follows_watermark_events_only() {
+        let mut w = ShardWatermark::default();
+        w.observe_trip(EventTime(1000), WatermarkMode::Producer);
+        assert_eq!(w.watermark, None);
+        w.observe_watermark_event(EventTime(900), WatermarkMode::Producer);
+        w.observe_watermark_event(EventTime(800), WatermarkMode::Producer);
+        assert_eq!(w.watermark, Some(EventTime(900)), "never backwards");
+    }
+
+    #[test]
+    fn bounded_mode_needs_two_records_to_advance() {
+        let mut w = ShardWatermark::default();
+        w.observe_trip(EventTime(1000), BOUNDED);
+        assert_eq!(w.watermark, None);
+        w.observe_trip(EventTime(1100), BOUNDED);
+        assert_eq!(w.watermark, Some(EventTime(940)));
+        // One bogus far-future record moves nothing.
+        w.observe_trip(EventTime(9_000_000), BOUNDED);
+        assert_eq!(w.watermark, Some(EventTime(1040)));
+        w.observe_watermark_event(EventTime(5000), BOUNDED);
+        assert_eq!(w.watermark, Some(EventTime(1040)), "watermark events are ignored in bounded mode");
+    }
+
+    proptest! {
+        #[test]
+        fn one_outlier_never_moves_a_bounded_watermark(
+            times in proptest::collection::vec(0i64..100_000, 0..50),
+            outlier in 1_000_000i64..2_000_000,
+            at in 0usize..50,
+        ) {
+            let run = |with_outlier: bool| {
+                let mut w = ShardWatermark::default();
+                for (i, t) in times.iter().enumerate() {
+                    if with_outlier && i == at.min(times.len()) { w.observe_trip(EventTime(outlier), BOUNDED); }
+                    w.observe_trip(EventTime(*t), BOUNDED);
+                }
+                if with_outlier && at >= times.len() { w.observe_trip(EventTime(outlier), BOUNDED); }
+                w.watermark
+            };
+            let max_clean = times.iter().max().map(|t| EventTime(t - 60));
+            let with = run(true);
+            prop_assert!(with <= max_clean, "{with:?} > {max_clean:?}");
+            prop_assert!(run(false) <= with);
+        }
+    }
+
+    #[test]
+    fn lateness_against_closer_progress() {
+        let spec = WindowSpec::tumbling(600).unwrap();
+        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1500)) };
+        assert_eq!(progress.lateness(&spec, PaneStart(1200), 0), Lateness::OnTime);
+        assert_eq!(progress.lateness(&spec, PaneStart(600), 0), Lateness::DroppedLate);
+        // Window [600, 1200) is within 400 s of lateness of watermark 1500.
+        assert_eq!(progress.lateness(&spec, PaneStart(600), 400), Lateness::Late { reemit: vec![WindowStart(600)] });
+        assert_eq!(CloserProgress::default().lateness(&spec, PaneStart(0), 0), Lateness::OnTime);
+
+        // Sliding: pane 900 is in windows [300, 900+300) = 300 and 600..; with 600/300 panes.
+        let sliding = WindowSpec::new(600, 300).unwrap();
+        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1200)) };
+        // Pane 900 is in windows 600 (ends 1200, closed) and 900 (ends 1500, open).
+        assert_eq!(progress.lateness(&sliding, PaneStart(900), 0), Lateness::OnTime);
+        assert_eq!(progress.lateness(&sliding, PaneStart(900), 60), Lateness::Late { reemit: vec![WindowStart(600)] });
+    }
+}
