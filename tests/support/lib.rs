@@ -1,1 +1,28 @@
+//! Shared support for the integration tests and benchmarks:
+//!
+//! - [`dynamodb_local`]: a DynamoDB Local process (or the endpoint in
+//!   `DYNAMODB_ENDPOINT`) and clients for it.
+//! - [`kinesis`]: the real sample turned into Lambda-shaped Kinesis batches.
+//! - [`oracle`]: the expected aggregates, computed straight from the CSV with
+//!   none of the pipeline's code.
 
+pub mod dynamodb_local;
+pub mod kinesis;
+pub mod oracle;
+
+use std::path::PathBuf;
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The bundled real sample: one hour of January 2015 TLC trips.
+pub fn sample_path() -> PathBuf {
+    workspace_root().join("data/yellow_tripdata_2015-01-10_0000-0100.csv.gz")
+}
+
+/// The first 1,000 rows of the sample.
+pub fn fixture_path() -> PathBuf {
+    workspace_root().join("data/yellow_tripdata_2015-01-10_fixture_1000.csv")
+}

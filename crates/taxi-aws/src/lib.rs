@@ -1,1 +1,11 @@
+//! The AWS edges of the pipeline, kept thin over `taxi-core`:
+//!
+//! - [`dynamo`]: the DynamoDB table layout and the `PartialStore` on it.
+//! - [`config`]: the functions' configuration from environment variables.
+//! - [`aggregate_function`]: the Kinesis-fed Lambda handler.
+//! - [`telemetry`]: logging set-up and metric output.
 
+pub mod aggregate_function;
+pub mod config;
+pub mod dynamo;
+pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The store behind the exactly-once batch algorithm, as a small trait: the
-//! DynamoDB implementation lives at the edge (`taxi-aws`), and the in-memory
-//! one here serves property tests, with fault injection.
+//! DynamoDB implementation lives at the edge (`taxi-aws`); the in-memory one
+//! here serves property tests; [`FaultyStore`] injects crashes into either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -105,23 +105,10 @@ pub struct MemoryTables {
     pub closer: CloserProgress,
 }
 
-#[derive(Debug, Default)]
-struct Faults {
-    operations: usize,
-    crash_at: Option<usize>,
-    crashed: bool,
-    failing_operations: BTreeSet<usize>,
-}
-
 /// An in-memory store with the same conditional semantics as the DynamoDB one.
-///
-/// Faults: [`MemoryStore::crash_at`] makes operation number N and every later
-/// one fail, as if the function died there (its writes so far stay);
-/// [`MemoryStore::fail_operation`] makes one operation fail transiently.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tables: Mutex<MemoryTables>,
-    faults: Mutex<Faults>,
 }
 
 impl MemoryStore {
@@ -130,66 +117,29 @@ impl MemoryStore {
     }
 
     pub fn snapshot(&self) -> MemoryTables {
-        self.tables.lock().expect("memory store poisoned").clone()
+        self.tables().clone()
     }
 
     pub fn set_closer_progress(&self, progress: CloserProgress) {
-        self.tables.lock().expect("memory store poisoned").closer = progress;
+        self.tables().closer = progress;
     }
 
-    /// Operations counted so far (each trait call is one).
-    pub fn operations(&self) -> usize {
-        self.faults.lock().expect("memory store poisoned").operations
-    }
-
-    /// Operation number `n` (counting from [`MemoryStore::operations`]'s
-    /// current value as 0) and all later ones fail until [`MemoryStore::revive`].
-    pub fn crash_at(&self, n: usize) {
-        let mut faults = self.faults.lock().expect("memory store poisoned");
-        faults.crash_at = Some(faults.operations + n);
-    }
-
-    /// Operation number `n` from now fails once.
-    pub fn fail_operation(&self, n: usize) {
-        let mut faults = self.faults.lock().expect("memory store poisoned");
-        let at = faults.operations + n;
-        faults.failing_operations.insert(at);
-    }
-
-    /// Whether the injected crash happened; clears it.
-    pub fn revive(&self) -> bool {
-        let mut faults = self.faults.lock().expect("memory store poisoned");
-        faults.crash_at = None;
-        faults.failing_operations.clear();
-        std::mem::take(&mut faults.crashed)
-    }
-
-    fn begin_operation(&self) -> Result<std::sync::MutexGuard<'_, MemoryTables>, StoreError> {
-        let mut faults = self.faults.lock().expect("memory store poisoned");
-        let n = faults.operations;
-        faults.operations += 1;
-        if faults.crash_at.is_some_and(|at| n >= at) {
-            faults.crashed = true;
-            return Err(StoreError::Unavailable(format!("injected crash at operation {n}")));
-        }
-        if faults.failing_operations.remove(&n) {
-            return Err(StoreError::Throttled(format!("injected failure of operation {n}")));
-        }
-        Ok(self.tables.lock().expect("memory store poisoned"))
+    fn tables(&self) -> std::sync::MutexGuard<'_, MemoryTables> {
+        self.tables.lock().expect("memory store poisoned")
     }
 }
 
 impl PartialStore for MemoryStore {
     async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
-        Ok(self.begin_operation()?.shard_states.get(shard).cloned())
+        Ok(self.tables().shard_states.get(shard).cloned())
     }
 
     async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
-        Ok(self.begin_operation()?.closer)
+        Ok(self.tables().closer)
     }
 
     async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
-        let mut tables = self.begin_operation()?;
+        let mut tables = self.tables();
         let id = (write.key.pane, write.shard.clone(), write.key.metric);
         // The DynamoDB condition: attribute_not_exists(seq) OR seq < :first.
         match tables.partials.get_mut(&id) {
@@ -210,7 +160,7 @@ impl PartialStore for MemoryStore {
     }
 
     async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
-        let mut tables = self.begin_operation()?;
+        let mut tables = self.tables();
         tables.markers.insert((marker.window, marker.shard.clone()), marker.seq.clone());
         Ok(1.0)
     }
@@ -221,12 +171,106 @@ impl PartialStore for MemoryStore {
         state: &ShardState,
         expected: Option<&SeqNum>,
     ) -> Result<SaveOutcome, StoreError> {
-        let mut tables = self.begin_operation()?;
+        let mut tables = self.tables();
         let current = tables.shard_states.get(shard);
         if current.and_then(|s| s.applied_seq.as_ref()) != expected {
             return Ok(SaveOutcome::Conflict { current: current.cloned().unwrap_or_default() });
         }
         tables.shard_states.insert(shard.clone(), state.clone());
         Ok(SaveOutcome::Saved { capacity_units: 1.0 })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    operations: usize,
+    crash_at: Option<usize>,
+    crashed: bool,
+    failing_operations: BTreeSet<usize>,
+}
+
+/// Wraps any store with injected faults, counting each trait call as one
+/// operation: [`FaultyStore::crash_at`] makes operation N and every later one
+/// fail, as if the function died there (the writes before it stay);
+/// [`FaultyStore::fail_operation`] makes one operation fail transiently.
+#[derive(Debug, Default)]
+pub struct FaultyStore<S> {
+    inner: S,
+    faults: Mutex<Faults>,
+}
+
+impl<S> FaultyStore<S> {
+    pub fn new(inner: S) -> FaultyStore<S> {
+        FaultyStore { inner, faults: Mutex::default() }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().expect("fault state poisoned")
+    }
+
+    /// Operation number `n` from now on, and every later one, fails until [`FaultyStore::revive`].
+    pub fn crash_at(&self, n: usize) {
+        let mut faults = self.faults();
+        faults.crash_at = Some(faults.operations + n);
+    }
+
+    /// Operation number `n` from now on fails once.
+    pub fn fail_operation(&self, n: usize) {
+        let mut faults = self.faults();
+        let at = faults.operations + n;
+        faults.failing_operations.insert(at);
+    }
+
+    /// Clears every injected fault; tells whether the injected crash happened.
+    pub fn revive(&self) -> bool {
+        let mut faults = self.faults();
+        faults.crash_at = None;
+        faults.failing_operations.clear();
+        std::mem::take(&mut faults.crashed)
+    }
+
+    fn begin_operation(&self) -> Result<(), StoreError> {
+        let mut faults = self.faults();
+        let n = faults.operations;
+        faults.operations += 1;
+        if faults.crash_at.is_some_and(|at| n >= at) {
+            faults.crashed = true;
+            return Err(StoreError::Unavailable(format!("injected crash at operation {n}")));
+        }
+        if faults.failing_operations.remove(&n) {
+            return Err(StoreError::Throttled(format!("injected failure of operation {n}")));
+        }
+        Ok(())
+    }
+}
+
+impl<S: PartialStore> PartialStore for FaultyStore<S> {
+    async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
+        self.begin_operation()?;
+        self.inner.load_shard_state(shard).await
+    }
+
+    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+        self.begin_operation()?;
+        self.inner.load_closer_progress().await
+    }
+
+    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
+        self.begin_operation()?;
+        self.inner.write_partial(write).await
+    }
+
+    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
+        self.begin_operation()?;
+        self.inner.put_reemit_marker(marker).await
+    }
+
+    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
+        self.begin_operation()?;
+        self.inner.save_shard_state(shard, state, expected).await
     }
 }

@@ -12,7 +12,7 @@ use taxi_core::event::{watermark_event_json, TripEvent};
 use taxi_core::ingest::{Aggregator, IngestSettings, InputRecord};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::ShardId;
-use taxi_core::store::{MemoryStore, MemoryTables};
+use taxi_core::store::{FaultyStore, MemoryStore, MemoryTables};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::{CloserProgress, WatermarkMode};
 use taxi_core::window::WindowSpec;
@@ -105,7 +105,7 @@ enum Fault {
 }
 
 /// Delivers every shard's records the way an at-least-once event source may.
-fn deliver_chaotically(aggregator: &Aggregator<MemoryStore>, shards: &[(ShardId, Vec<InputRecord>)], choices: &mut Choices, max_batch: usize) {
+fn deliver_chaotically(aggregator: &Aggregator<FaultyStore<MemoryStore>>, shards: &[(ShardId, Vec<InputRecord>)], choices: &mut Choices, max_batch: usize) {
     let store = aggregator.store();
     let mut checkpoints = vec![0usize; shards.len()];
     for _ in 0..400 {
@@ -199,10 +199,10 @@ proptest! {
             .collect();
         let expected = clean_pass(&settings, progress, &shards);
 
-        let aggregator = Aggregator::new(MemoryStore::new(), settings.clone());
-        aggregator.store().set_closer_progress(progress);
+        let aggregator = Aggregator::new(FaultyStore::new(MemoryStore::new()), settings.clone());
+        aggregator.store().inner().set_closer_progress(progress);
         deliver_chaotically(&aggregator, &shards, &mut Choices { values: &choices, next: 0 }, max_batch);
-        let actual = aggregator.store().snapshot();
+        let actual = aggregator.store().inner().snapshot();
 
         prop_assert_eq!(&actual.partials, &expected.partials);
         prop_assert_eq!(&actual.shard_states, &expected.shard_states);
@@ -226,29 +226,29 @@ fn a_failed_write_asks_for_a_retry_from_its_first_record_and_the_retry_completes
         .collect();
     let records = records(&specs, &[3]);
     let shard = ShardId("shardId-000000000000".into());
-    let aggregator = Aggregator::new(MemoryStore::new(), IngestSettings { write_concurrency: 1, ..IngestSettings::default() });
+    let aggregator = Aggregator::new(FaultyStore::new(MemoryStore::new()), IngestSettings { write_concurrency: 1, ..IngestSettings::default() });
     // Operation 0 and 1 load state; fail the first partial write.
     aggregator.store().fail_operation(2);
     let report = block_on(aggregator.process_batch(&shard, &records, NOW));
     let retry_from = report.retry_from.expect("a failed write asks for a retry");
     assert!(report.metrics.retry_requested);
     let at = records.iter().position(|r| r.seq == retry_from).unwrap();
-    let durable_records = aggregator.store().snapshot().shard_states.get(&shard).map_or(0, |s| s.counters.records);
+    let durable_records = aggregator.store().inner().snapshot().shard_states.get(&shard).map_or(0, |s| s.counters.records);
     assert_eq!(durable_records, at as u64, "state covers exactly the durable prefix");
 
     let report = block_on(aggregator.process_batch(&shard, &records[at..], NOW));
     assert_eq!(report.retry_from, None);
-    assert_eq!(aggregator.store().snapshot(), clean_pass(aggregator.settings(), CloserProgress::default(), &[(shard, records)]));
+    assert_eq!(aggregator.store().inner().snapshot(), clean_pass(aggregator.settings(), CloserProgress::default(), &[(shard, records)]));
 }
 
 #[test]
 fn a_store_that_is_down_moves_nothing() {
     let records = records(&[Spec::Trip { pickup: 0, dropoff: 0, dropoff_offset_s: 0, duration_s: 60 }], &[1]);
     let shard = ShardId("shardId-000000000000".into());
-    let aggregator = Aggregator::new(MemoryStore::new(), IngestSettings::default());
+    let aggregator = Aggregator::new(FaultyStore::new(MemoryStore::new()), IngestSettings::default());
     aggregator.store().crash_at(0);
     let report = block_on(aggregator.process_batch(&shard, &records, NOW));
     assert_eq!(report.retry_from, Some(records[0].seq.clone()));
     assert!(aggregator.store().revive());
-    assert_eq!(aggregator.store().snapshot(), MemoryTables::default());
+    assert_eq!(aggregator.store().inner().snapshot(), MemoryTables::default());
 }

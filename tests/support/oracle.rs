@@ -1,0 +1,79 @@
+//! The expected partial aggregates, computed straight from a TLC CSV.
+//!
+//! Deliberately independent of the pipeline: its own column lookup, time
+//! conversion, validity rules, cells (the geohash crate directly) and panes,
+//! written from DESIGN §3. Only the storage key format is shared, since that
+//! is the contract being checked.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::America::New_York;
+
+/// (pane start, sort key) -> (count, sum of durations in seconds)
+pub type Partials = BTreeMap<(i64, String), (u64, u64)>;
+
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub rows: u64,
+    pub valid_trips: u64,
+    pub outside_area: u64,
+    pub bad_duration: u64,
+    pub partials: Partials,
+    pub last_dropoff: i64,
+}
+
+fn inside(lat: f64, lon: f64, (min_lat, max_lat, min_lon, max_lon): (f64, f64, f64, f64)) -> bool {
+    (min_lat..=max_lat).contains(&lat) && (min_lon..=max_lon).contains(&lon)
+}
+
+const NYC: (f64, f64, f64, f64) = (40.4774, 40.9176, -74.2591, -73.7004);
+const JFK: (f64, f64, f64, f64) = (40.632, 40.654, -73.800, -73.761);
+const LGA: (f64, f64, f64, f64) = (40.766, 40.778, -73.881, -73.859);
+
+pub fn expected(path: &Path, pane_s: i64, precision: usize) -> Expected {
+    let mut reader = csv::Reader::from_reader(crate::kinesis::open(path));
+    let header = reader.headers().expect("header").clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let (pt, dt) = (col("tpep_pickup_datetime"), col("tpep_dropoff_datetime"));
+    let (plat, plon, dlat, dlon) = (col("pickup_latitude"), col("pickup_longitude"), col("dropoff_latitude"), col("dropoff_longitude"));
+    let utc = |text: &str| {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").expect("TLC time");
+        New_York.from_local_datetime(&naive).earliest().expect("a New York time").timestamp()
+    };
+    let mut out = Expected::default();
+    for row in reader.records() {
+        let row = row.expect("row");
+        out.rows += 1;
+        let num = |i: usize| row[i].parse::<f64>().expect("number");
+        let (pickup, dropoff) = (utc(&row[pt]), utc(&row[dt]));
+        let (p_lat, p_lon, d_lat, d_lon) = (num(plat), num(plon), num(dlat), num(dlon));
+        if !inside(p_lat, p_lon, NYC) || !inside(d_lat, d_lon, NYC) {
+            out.outside_area += 1;
+            continue;
+        }
+        let duration = dropoff - pickup;
+        if duration <= 0 || duration > 4 * 3600 {
+            out.bad_duration += 1;
+            continue;
+        }
+        out.valid_trips += 1;
+        out.last_dropoff = out.last_dropoff.max(dropoff);
+        let cell = geohash::encode(geohash::Coord { x: p_lon, y: p_lat }, precision).expect("geohash");
+        let pane = dropoff.div_euclid(pane_s) * pane_s;
+        let mut add = |key: String| {
+            let entry = out.partials.entry((pane, key)).or_default();
+            entry.0 += 1;
+            entry.1 += duration as u64;
+        };
+        add(format!("pickups#{cell}"));
+        for (code, area) in [("JFK", JFK), ("LGA", LGA)] {
+            if inside(d_lat, d_lon, area) {
+                add(format!("airport_cell#{code}#{cell}"));
+                add(format!("airport#{code}"));
+            }
+        }
+    }
+    out
+}
