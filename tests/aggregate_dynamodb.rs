@@ -1,6 +1,6 @@
 //! The aggregate function's real handler against real DynamoDB Local.
 
-use taxi_aws::aggregate_function::AggregateFunction;
+use taxi_aws::aggregate_function::{AggregateFunction, MetricsOutput};
 use taxi_aws::dynamo::{ensure_table, DynamoStore};
 use taxi_core::aggregate::{MetricKey, PartialKey, PartialValue};
 use taxi_core::event::{watermark_event_json, InvalidReason, TripEvent};
@@ -22,7 +22,13 @@ async fn function_on_new_table(prefix: &str, settings: IngestSettings) -> (TestF
     let table = unique_table(prefix);
     ensure_table(&client, &table).await.expect("creating the table");
     let store = FaultyStore::new(DynamoStore::new(client, &table));
-    (AggregateFunction::new(Aggregator::new(store, settings), "TaxiPipelineTest", "aggregate-test"), table)
+    (
+        AggregateFunction::new(
+            Aggregator::new(store, settings),
+            MetricsOutput::Emf { namespace: "TaxiPipelineTest".into(), function_name: "aggregate-test".into() },
+        ),
+        table,
+    )
 }
 
 async fn shard_state(function: &TestFunction, shard_id: &str) -> ShardState {
@@ -122,18 +128,19 @@ fn bad_input_batch() -> BadInputBatch {
         .collect();
     let template = String::from_utf8(valid[0].to_json()).unwrap();
     let watermark = valid.iter().map(|t| EventTime(seconds(&t.dropoff_datetime))).max().unwrap();
-    let far_future_trip = TripEvent { pickup_datetime: "2099-01-01T00:00:00Z".into(), dropoff_datetime: "2099-01-01T00:10:00Z".into(), ..valid[1].clone() };
+    let far_future_trip =
+        TripEvent { pickup_datetime: "2099-01-01T00:00:00Z".into(), dropoff_datetime: "2099-01-01T00:10:00Z".into(), ..valid[1].clone() };
     let bad: Vec<Vec<u8>> = vec![
-        template.as_bytes()[..template.len() / 2].to_vec(),                              // truncated JSON
+        template.as_bytes()[..template.len() / 2].to_vec(), // truncated JSON
         template.replacen(&format!("{}", valid[0].pickup_lat), "\"40.7\"", 1).into_bytes(), // wrong type
-        template.replace("\"dropoff_datetime\"", "\"dropoff_time\"").into_bytes(),       // missing field
-        template.replacen(&format!("{}", valid[0].pickup_lat), "NaN", 1).into_bytes(),     // NaN
-        template.replacen(&format!("{}", valid[0].pickup_lat), "123.4", 1).into_bytes(),   // out-of-range
-        far_future_trip.to_json(),                                                         // far-future trip
-        watermark_event_json(EventTime::parse_rfc3339("2099-01-01T00:00:00Z").unwrap()),   // far-future watermark
-        Vec::new(),                                                                        // empty
-        vec![0xff, 0xfe, b'{', 0x80],                                                      // not UTF-8
-        br#"{"type":"fare","trip_id":1,"fare_amount":12.5}"#.to_vec(),                     // unknown type
+        template.replace("\"dropoff_datetime\"", "\"dropoff_time\"").into_bytes(), // missing field
+        template.replacen(&format!("{}", valid[0].pickup_lat), "NaN", 1).into_bytes(), // NaN
+        template.replacen(&format!("{}", valid[0].pickup_lat), "123.4", 1).into_bytes(), // out-of-range
+        far_future_trip.to_json(),                          // far-future trip
+        watermark_event_json(EventTime::parse_rfc3339("2099-01-01T00:00:00Z").unwrap()), // far-future watermark
+        Vec::new(),                                         // empty
+        vec![0xff, 0xfe, b'{', 0x80],                       // not UTF-8
+        br#"{"type":"fare","trip_id":1,"fare_amount":12.5}"#.to_vec(), // unknown type
     ];
     let mut datas: Vec<Vec<u8>> = Vec::new();
     for (i, trip) in valid.iter().enumerate() {
@@ -215,7 +222,14 @@ async fn the_sequence_fence_and_state_conditions_hold_in_dynamodb_local() {
         let store = &store;
         let shard = &shard;
         async move {
-            let w = PartialWrite { shard, key, value: PartialValue { count, sum_s: count * 10 }, first_seq: &first, last_seq: &last, expires_at: EventTime(2_000_000_000) };
+            let w = PartialWrite {
+                shard,
+                key,
+                value: PartialValue { count, sum_s: count * 10 },
+                first_seq: &first,
+                last_seq: &last,
+                expires_at: EventTime(2_000_000_000),
+            };
             store.write_partial(&w).await.unwrap()
         }
     };

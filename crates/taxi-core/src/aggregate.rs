@@ -138,10 +138,7 @@ pub struct BatchAggregate {
 impl BatchAggregate {
     pub fn add_trip(&mut self, position: usize, pane: PaneStart, facts: &TripFacts) {
         for metric in MetricKey::of_trip(facts) {
-            self.parts
-                .entry(PartialKey { pane, metric })
-                .or_default()
-                .push(position, facts.duration_s);
+            self.parts.entry(PartialKey { pane, metric }).or_default().push(position, facts.duration_s);
         }
     }
 
@@ -156,7 +153,7 @@ impl BatchAggregate {
     /// Contributions in key order, so that writes happen in a deterministic order.
     pub fn into_sorted(self) -> Vec<(PartialKey, Contribution)> {
         let mut parts: Vec<_> = self.parts.into_iter().collect();
-        parts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        parts.sort_unstable_by_key(|(key, _)| *key);
         parts
     }
 }

@@ -36,7 +36,11 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
 
     /// A required string.
     pub fn required(&self, name: &str, what: &str) -> Result<String, ConfigError> {
-        self.raw(name).ok_or_else(|| ConfigError { variable: name.into(), value: String::new(), expected: format!("must be set to {what}") })
+        self.raw(name).ok_or_else(|| ConfigError {
+            variable: name.into(),
+            value: String::new(),
+            expected: format!("must be set to {what}"),
+        })
     }
 
     /// A string with a default.
@@ -63,11 +67,11 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         let Some(text) = self.raw(name) else {
             return Ok(default);
         };
-        allowed
-            .iter()
-            .find(|a| a.eq_ignore_ascii_case(&text))
-            .copied()
-            .ok_or_else(|| ConfigError { variable: name.into(), value: text, expected: format!("expected one of {}", allowed.join(", ")) })
+        allowed.iter().find(|a| a.eq_ignore_ascii_case(&text)).copied().ok_or_else(|| ConfigError {
+            variable: name.into(),
+            value: text,
+            expected: format!("expected one of {}", allowed.join(", ")),
+        })
     }
 
     /// The analytics settings of the aggregate function (see the README's

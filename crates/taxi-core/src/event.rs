@@ -6,7 +6,6 @@
 //! Unknown fields are ignored. Every record that cannot be used yields an
 //! [`InvalidReason`]; decoding never panics and never fails a batch.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -112,14 +111,59 @@ pub enum Event {
     Watermark(EventTime),
 }
 
+/// A timestamp field, parsed while deserializing so no string is kept
+/// (escaped or not); `None` when the text is not RFC 3339.
+struct RawTime(Option<EventTime>);
+
+impl<'de> Deserialize<'de> for RawTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+        impl serde::de::Visitor<'_> for TimeVisitor {
+            type Value = RawTime;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawTime, E> {
+                Ok(RawTime(EventTime::parse_rfc3339(text)))
+            }
+        }
+        deserializer.deserialize_str(TimeVisitor)
+    }
+}
+
+/// The `type` field.
+enum RawKind {
+    Trip,
+    Watermark,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RawKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl serde::de::Visitor<'_> for KindVisitor {
+            type Value = RawKind;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event type")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawKind, E> {
+                Ok(match text {
+                    "trip" => RawKind::Trip,
+                    "watermark" => RawKind::Watermark,
+                    _ => RawKind::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KindVisitor)
+    }
+}
+
 #[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pickup_datetime: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    dropoff_datetime: Option<Cow<'a, str>>,
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: Option<RawKind>,
+    pickup_datetime: Option<RawTime>,
+    dropoff_datetime: Option<RawTime>,
     #[serde(alias = "pickup_latitude")]
     pickup_lat: Option<f64>,
     #[serde(alias = "pickup_longitude")]
@@ -128,34 +172,27 @@ struct RawEvent<'a> {
     dropoff_lat: Option<f64>,
     #[serde(alias = "dropoff_longitude")]
     dropoff_lon: Option<f64>,
-    #[serde(borrow)]
-    watermark: Option<Cow<'a, str>>,
+    watermark: Option<RawTime>,
 }
 
-/// Decodes one record's bytes. Coordinates of the reference architecture's
-/// stream (`pickup_latitude`, ...) are accepted as aliases.
+/// Decodes one record's bytes without allocating. Coordinates of the
+/// reference architecture's stream (`pickup_latitude`, ...) are accepted as aliases.
 pub fn decode(data: &[u8]) -> Result<Event, InvalidReason> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(InvalidReason::Empty);
     }
-    if std::str::from_utf8(data).is_err() {
-        return Err(InvalidReason::NotUtf8);
-    }
-    let raw: RawEvent = serde_json::from_slice(data).map_err(|e| match e.classify() {
+    let text = std::str::from_utf8(data).map_err(|_| InvalidReason::NotUtf8)?;
+    let raw: RawEvent = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => InvalidReason::WrongType,
         _ => InvalidReason::Unparsable,
     })?;
-    match raw.kind.as_deref() {
-        Some("trip") => {
-            let time = |field: Option<Cow<str>>| -> Result<EventTime, InvalidReason> {
-                let text = field.ok_or(InvalidReason::MissingField)?;
-                EventTime::parse_rfc3339(&text).ok_or(InvalidReason::BadTimestamp)
-            };
+    let time = |field: Option<RawTime>| -> Result<EventTime, InvalidReason> {
+        field.ok_or(InvalidReason::MissingField)?.0.ok_or(InvalidReason::BadTimestamp)
+    };
+    match raw.kind {
+        Some(RawKind::Trip) => {
             let point = |lat: Option<f64>, lon: Option<f64>| -> Result<GeoPoint, InvalidReason> {
-                Ok(GeoPoint {
-                    lat: lat.ok_or(InvalidReason::MissingField)?,
-                    lon: lon.ok_or(InvalidReason::MissingField)?,
-                })
+                Ok(GeoPoint { lat: lat.ok_or(InvalidReason::MissingField)?, lon: lon.ok_or(InvalidReason::MissingField)? })
             };
             Ok(Event::Trip(Trip {
                 pickup: point(raw.pickup_lat, raw.pickup_lon)?,
@@ -164,13 +201,8 @@ pub fn decode(data: &[u8]) -> Result<Event, InvalidReason> {
                 dropoff_time: time(raw.dropoff_datetime)?,
             }))
         }
-        Some("watermark") => {
-            let text = raw.watermark.ok_or(InvalidReason::MissingField)?;
-            EventTime::parse_rfc3339(&text)
-                .map(Event::Watermark)
-                .ok_or(InvalidReason::BadTimestamp)
-        }
-        Some(_) => Err(InvalidReason::UnknownType),
+        Some(RawKind::Watermark) => time(raw.watermark).map(Event::Watermark),
+        Some(RawKind::Other) => Err(InvalidReason::UnknownType),
         None => Err(InvalidReason::MissingField),
     }
 }
@@ -244,8 +276,7 @@ impl TripEvent {
 
 /// The JSON of a watermark event.
 pub fn watermark_event_json(watermark: EventTime) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"type": "watermark", "watermark": watermark.to_rfc3339()}))
-        .unwrap_or_default()
+    serde_json::to_vec(&serde_json::json!({"type": "watermark", "watermark": watermark.to_rfc3339()})).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -271,18 +302,20 @@ mod tests {
 
     #[test]
     fn accepts_reference_architecture_field_names() {
-        let json = TRIP
-            .replace("pickup_lat\"", "pickup_latitude\"")
-            .replace("dropoff_lon\"", "dropoff_longitude\"");
+        let json = TRIP.replace("pickup_lat\"", "pickup_latitude\"").replace("dropoff_lon\"", "dropoff_longitude\"");
         assert_eq!(decode(json.as_bytes()), decode(TRIP.as_bytes()));
     }
 
     #[test]
+    fn escaped_strings_decode_too() {
+        let escaped = TRIP.replace("\"trip\"", "\"tr\\u0069p\"").replace("05:12:34Z", "05:12:34\\u005A");
+        assert!(escaped.contains("\\u005A"));
+        assert_eq!(decode(escaped.as_bytes()), decode(TRIP.as_bytes()));
+    }
+
+    #[test]
     fn decodes_watermark() {
-        assert_eq!(
-            decode(br#"{"type":"watermark","watermark":"2015-01-10T05:30:00Z"}"#),
-            Ok(Event::Watermark(EventTime(1_420_867_800)))
-        );
+        assert_eq!(decode(br#"{"type":"watermark","watermark":"2015-01-10T05:30:00Z"}"#), Ok(Event::Watermark(EventTime(1_420_867_800))));
     }
 
     #[test]

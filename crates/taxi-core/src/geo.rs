@@ -116,7 +116,10 @@ impl Cell {
     /// which validation has already rejected.
     pub fn containing(p: GeoPoint, precision: GeohashPrecision) -> Option<Cell> {
         let hash = geohash::encode(geohash::Coord { x: p.lon, y: p.lat }, precision.chars()).ok()?;
-        Cell::parse(&hash)
+        // The crate's output is a valid geohash of the asked length: no need to check it again.
+        let mut chars = [0u8; GeohashPrecision::MAX as usize];
+        chars[..hash.len()].copy_from_slice(hash.as_bytes());
+        Some(Cell { len: hash.len() as u8, chars })
     }
 
     /// Accepts a geohash string of 1 to 12 characters of the geohash alphabet.

@@ -131,10 +131,11 @@ impl<S: PartialStore> Aggregator<S> {
             Err(e) => return self.retry(metrics, &first.seq, "loading the shard state", &e),
         };
 
-        let fresh = self.classify(shard, records, &state, &progress, now);
-        metrics.redelivered = (records.len() - fresh.len()) as u64;
+        let plan = plan_batch(&self.settings, shard, records, &state, &progress, now);
+        metrics.redelivered = (records.len() - plan.fresh.len()) as u64;
 
-        let (durable, write_metrics) = self.write_effects(shard, &fresh).await;
+        let (durable, write_metrics) = self.write_effects(shard, &plan).await;
+        let fresh = &plan.fresh;
         metrics.partial_writes = write_metrics.partial_writes;
         metrics.fenced_writes = write_metrics.fenced_writes;
         metrics.marker_writes = write_metrics.marker_writes;
@@ -158,78 +159,14 @@ impl<S: PartialStore> Aggregator<S> {
         BatchReport { retry_from: Some(from.clone()), metrics }
     }
 
-    /// Decodes, validates and judges the lateness of every record the shard
-    /// has not applied yet, in order. Records not above everything seen before
-    /// (redeliveries) are left out.
-    fn classify<'a>(
-        &self,
-        shard: &ShardId,
-        records: &'a [InputRecord],
-        state: &ShardState,
-        progress: &CloserProgress,
-        now: WallTime,
-    ) -> Vec<Fresh<'a>> {
-        let latest_plausible = now.as_event_time().plus_seconds(self.settings.future_tolerance_s);
-        let mut highest = state.applied_seq.as_ref();
-        let mut fresh = Vec::with_capacity(records.len());
-        let mut logged = 0;
-        for record in records {
-            if highest.is_some_and(|h| record.seq <= *h) {
-                continue;
-            }
-            highest = Some(&record.seq);
-            let outcome = self.outcome(&record.data, progress, latest_plausible);
-            if let Outcome::Invalid(reason) = outcome {
-                if logged < LOGGED_SAMPLES_PER_BATCH {
-                    logged += 1;
-                    tracing::warn!(%shard, seq = %record.seq, %reason, sample = %sample(&record.data), "skipping malformed record");
-                }
-            }
-            fresh.push(Fresh { record, outcome });
-        }
-        fresh
-    }
-
-    fn outcome(&self, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime) -> Outcome {
-        let s = &self.settings;
-        match decode(data) {
-            Err(reason) => Outcome::Invalid(reason),
-            Ok(Event::Watermark(w)) if w > latest_plausible => Outcome::Invalid(InvalidReason::FutureTimestamp),
-            Ok(Event::Watermark(w)) => Outcome::Watermark(w),
-            Ok(Event::Trip(trip)) => match validate_trip(&trip, &s.areas, s.precision, latest_plausible) {
-                Err(reason) => Outcome::Invalid(reason),
-                Ok(facts) => match progress.lateness(&s.window, s.window.pane_of(facts.event_time), s.allowed_lateness_s) {
-                    Lateness::OnTime => Outcome::Trip { facts, late: false },
-                    Lateness::Late { .. } => Outcome::Trip { facts, late: true },
-                    Lateness::DroppedLate => Outcome::DroppedLate { event_time: facts.event_time },
-                },
-            },
-        }
-    }
-
     /// Writes every partial and re-emit marker of the new records. Returns how
     /// many of them, from the front, have all their effects durable.
-    async fn write_effects(&self, shard: &ShardId, fresh: &[Fresh<'_>]) -> (usize, BatchMetrics) {
+    async fn write_effects(&self, shard: &ShardId, plan: &BatchPlan<'_>) -> (usize, BatchMetrics) {
         let s = &self.settings;
-        let mut aggregate = BatchAggregate::default();
-        // Window -> (first, last) position of the late records that need it re-emitted.
-        let mut reemit: BTreeMap<WindowStart, (usize, usize)> = BTreeMap::new();
-        for (position, f) in fresh.iter().enumerate() {
-            if let Outcome::Trip { facts, late } = &f.outcome {
-                let pane = s.window.pane_of(facts.event_time);
-                aggregate.add_trip(position, pane, facts);
-                if *late {
-                    for window in s.window.windows_containing(pane) {
-                        reemit.entry(window).and_modify(|span| span.1 = position).or_insert((position, position));
-                    }
-                }
-            }
-        }
-
+        let fresh = &plan.fresh;
         let mut metrics = BatchMetrics::default();
         let mut durable = fresh.len();
-        let parts = aggregate.into_sorted();
-        let writes = stream::iter(parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c)))
+        let writes = stream::iter(plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c)))
             .buffer_unordered(s.write_concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
@@ -245,8 +182,8 @@ impl<S: PartialStore> Aggregator<S> {
         // Markers go after the partials: a closer that sees one finds the data in.
         // The closer's progress only matters for windows within lateness; the
         // marker is written even if the closer has not reached the window yet.
-        let markers: Vec<_> = reemit.into_iter().filter(|(_, (first, _))| *first < durable).collect();
-        let results = stream::iter(markers.iter().map(|(window, (first, last))| async move {
+        let markers: Vec<_> = plan.reemit.iter().filter(|(_, (first, _))| *first < durable).collect();
+        let results = stream::iter(markers.into_iter().map(|(window, (first, last))| async move {
             let last = (*last).min(durable - 1);
             let marker = ReemitMarker {
                 window: *window,
@@ -275,7 +212,13 @@ impl<S: PartialStore> Aggregator<S> {
     /// Applies one contribution behind the item's sequence fence. When the
     /// fence refuses, the item tells how far it has applied, and only the
     /// records after that are written.
-    async fn write_partial(&self, shard: &ShardId, fresh: &[Fresh<'_>], key: PartialKey, contribution: &Contribution) -> PartialWriteResult {
+    async fn write_partial(
+        &self,
+        shard: &ShardId,
+        fresh: &[Fresh<'_>],
+        key: PartialKey,
+        contribution: &Contribution,
+    ) -> PartialWriteResult {
         let seq_at = |position: usize| &fresh[position].record.seq;
         let expires_at = self.expires_at(self.settings.window.window_end(self.settings.window.last_window_containing(key.pane)));
         let mut result = PartialWriteResult::default();
@@ -381,6 +324,89 @@ impl<S: PartialStore> Aggregator<S> {
 
     fn expires_at(&self, last_use: EventTime) -> EventTime {
         last_use.plus_seconds(self.settings.allowed_lateness_s + self.settings.retention_s)
+    }
+}
+
+/// What a batch means, decided without I/O: the records the shard has not
+/// applied yet with what each turned out to be, their contributions to
+/// partials, and the windows their late trips require to be re-emitted.
+pub struct BatchPlan<'a> {
+    fresh: Vec<Fresh<'a>>,
+    parts: Vec<(PartialKey, Contribution)>,
+    /// Window -> (first, last) position of the late trips that need it re-emitted.
+    reemit: BTreeMap<WindowStart, (usize, usize)>,
+}
+
+impl BatchPlan<'_> {
+    /// Records above the shard's applied sequence number.
+    pub fn new_records(&self) -> usize {
+        self.fresh.len()
+    }
+
+    /// Distinct (pane, metric, key) partials, i.e. the writes the batch needs.
+    pub fn partials(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+/// Decodes, validates, judges the lateness of and pre-aggregates every record
+/// the shard has not applied yet, in order. Records not above everything seen
+/// before (redeliveries) are left out.
+pub fn plan_batch<'a>(
+    settings: &IngestSettings,
+    shard: &ShardId,
+    records: &'a [InputRecord],
+    state: &ShardState,
+    progress: &CloserProgress,
+    now: WallTime,
+) -> BatchPlan<'a> {
+    let latest_plausible = now.as_event_time().plus_seconds(settings.future_tolerance_s);
+    let mut highest = state.applied_seq.as_ref();
+    let mut plan = BatchPlan { fresh: Vec::with_capacity(records.len()), parts: Vec::new(), reemit: BTreeMap::new() };
+    let mut aggregate = BatchAggregate::default();
+    let mut logged = 0;
+    for record in records {
+        if highest.is_some_and(|h| record.seq <= *h) {
+            continue;
+        }
+        highest = Some(&record.seq);
+        let position = plan.fresh.len();
+        let outcome = outcome(settings, &record.data, progress, latest_plausible);
+        match &outcome {
+            Outcome::Invalid(reason) if logged < LOGGED_SAMPLES_PER_BATCH => {
+                logged += 1;
+                tracing::warn!(%shard, seq = %record.seq, %reason, sample = %sample(&record.data), "skipping malformed record");
+            }
+            Outcome::Trip { facts, late } => {
+                let pane = settings.window.pane_of(facts.event_time);
+                aggregate.add_trip(position, pane, facts);
+                if *late {
+                    for window in settings.window.windows_containing(pane) {
+                        plan.reemit.entry(window).and_modify(|span| span.1 = position).or_insert((position, position));
+                    }
+                }
+            }
+            _ => {}
+        }
+        plan.fresh.push(Fresh { record, outcome });
+    }
+    plan.parts = aggregate.into_sorted();
+    plan
+}
+
+fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime) -> Outcome {
+    match decode(data) {
+        Err(reason) => Outcome::Invalid(reason),
+        Ok(Event::Watermark(w)) if w > latest_plausible => Outcome::Invalid(InvalidReason::FutureTimestamp),
+        Ok(Event::Watermark(w)) => Outcome::Watermark(w),
+        Ok(Event::Trip(trip)) => match validate_trip(&trip, &s.areas, s.precision, latest_plausible) {
+            Err(reason) => Outcome::Invalid(reason),
+            Ok(facts) => match progress.lateness(&s.window, s.window.pane_of(facts.event_time), s.allowed_lateness_s) {
+                Lateness::OnTime => Outcome::Trip { facts, late: false },
+                Lateness::Late { .. } => Outcome::Trip { facts, late: true },
+                Lateness::DroppedLate => Outcome::DroppedLate { event_time: facts.event_time },
+            },
+        },
     }
 }
 

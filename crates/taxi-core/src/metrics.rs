@@ -85,7 +85,12 @@ mod tests {
 
     #[test]
     fn emf_line_declares_every_metric_it_carries() {
-        let mut m = BatchMetrics { records: 10, shard: Some(ShardId("shardId-000000000001".into())), watermark: Some(EventTime(1_420_867_800)), ..Default::default() };
+        let mut m = BatchMetrics {
+            records: 10,
+            shard: Some(ShardId("shardId-000000000001".into())),
+            watermark: Some(EventTime(1_420_867_800)),
+            ..Default::default()
+        };
         m.applied.invalid.add(InvalidReason::OutsideArea, 3);
         let line: Value = serde_json::from_str(&m.to_emf("TaxiPipeline", "aggregate", 1_700_000_000_000)).unwrap();
         let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();

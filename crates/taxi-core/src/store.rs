@@ -46,10 +46,15 @@ pub struct PartialWrite<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum PartialWriteOutcome {
-    Applied { capacity_units: f64 },
+    Applied {
+        capacity_units: f64,
+    },
     /// The fence refused the write: the item has applied every record up to
     /// `item_seq` already.
-    Fenced { item_seq: SeqNum, capacity_units: f64 },
+    Fenced {
+        item_seq: SeqNum,
+        capacity_units: f64,
+    },
 }
 
 /// "Window `window` received late data from `shard`, up to record `seq`: emit it again."
@@ -63,9 +68,13 @@ pub struct ReemitMarker<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum SaveOutcome {
-    Saved { capacity_units: f64 },
+    Saved {
+        capacity_units: f64,
+    },
     /// Someone else moved the shard state; here is what it is now.
-    Conflict { current: ShardState },
+    Conflict {
+        current: ShardState,
+    },
 }
 
 /// The durable side of the aggregate function.
@@ -165,12 +174,7 @@ impl PartialStore for MemoryStore {
         Ok(1.0)
     }
 
-    async fn save_shard_state(
-        &self,
-        shard: &ShardId,
-        state: &ShardState,
-        expected: Option<&SeqNum>,
-    ) -> Result<SaveOutcome, StoreError> {
+    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
         let mut tables = self.tables();
         let current = tables.shard_states.get(shard);
         if current.and_then(|s| s.applied_seq.as_ref()) != expected {

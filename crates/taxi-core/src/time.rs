@@ -14,9 +14,7 @@ impl EventTime {
     /// Parses an RFC 3339 timestamp (`2015-01-10T05:12:34Z`, any offset);
     /// fractional seconds are truncated.
     pub fn parse_rfc3339(text: &str) -> Option<EventTime> {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| EventTime(t.timestamp()))
+        DateTime::parse_from_rfc3339(text).ok().map(|t| EventTime(t.timestamp()))
     }
 
     pub fn seconds(self) -> i64 {
@@ -60,11 +58,7 @@ mod tests {
         let t = EventTime::parse_rfc3339("2015-01-10T05:12:34Z").unwrap();
         assert_eq!(t, EventTime(1_420_866_754));
         assert_eq!(t.to_rfc3339(), "2015-01-10T05:12:34Z");
-        assert_eq!(
-            EventTime::parse_rfc3339("2015-01-10T00:12:34-05:00"),
-            Some(t),
-            "offsets are honoured"
-        );
+        assert_eq!(EventTime::parse_rfc3339("2015-01-10T00:12:34-05:00"), Some(t), "offsets are honoured");
         assert_eq!(EventTime::parse_rfc3339("2015-01-10 05:12:34"), None);
         assert_eq!(EventTime::parse_rfc3339("yesterday"), None);
     }

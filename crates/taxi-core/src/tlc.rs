@@ -81,18 +81,22 @@ impl TlcColumns {
         let field = |column: &'static str, at: usize| row.get(at).map(str::trim).ok_or(RowError::ShortRow { column });
         let time = |column: &'static str, at: usize| -> Result<String, RowError> {
             let text = field(column, at)?;
-            new_york_to_utc(text)
-                .map(EventTime::to_rfc3339)
-                .ok_or_else(|| RowError::BadValue { column, value: text.into(), expected: "a time like 2015-01-10 00:12:34" })
+            new_york_to_utc(text).map(EventTime::to_rfc3339).ok_or_else(|| RowError::BadValue {
+                column,
+                value: text.into(),
+                expected: "a time like 2015-01-10 00:12:34",
+            })
         };
         let number = |column: &'static str, at: usize| -> Result<f64, RowError> {
             let text = field(column, at)?;
-            text.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| RowError::BadValue { column, value: text.into(), expected: "a number" })
+            text.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| RowError::BadValue {
+                column,
+                value: text.into(),
+                expected: "a number",
+            })
         };
-        let optional = |at: Option<usize>| at.and_then(|at| row.get(at)).and_then(|t| t.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
+        let optional =
+            |at: Option<usize>| at.and_then(|at| row.get(at)).and_then(|t| t.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
         Ok(TripEvent {
             kind: "trip".into(),
             trip_id,
@@ -139,7 +143,8 @@ mod tests {
     #[test]
     fn converts_a_2015_row() {
         let columns = TlcColumns::from_header(&record(HEADER_2015)).unwrap();
-        let row = record("2,2015-01-10 00:00:00,2015-01-10 00:10:00,1,2.5,-73.99365997314453,40.7,1,N,-73.78,40.64,1,20,0.5,0.5,0,0,0.3,21.3");
+        let row =
+            record("2,2015-01-10 00:00:00,2015-01-10 00:10:00,1,2.5,-73.99365997314453,40.7,1,N,-73.78,40.64,1,20,0.5,0.5,0,0,0.3,21.3");
         let trip = columns.trip_event(&row, 7).unwrap();
         assert_eq!(trip.pickup_datetime, "2015-01-10T05:00:00Z", "EST is UTC-5 in January");
         assert_eq!(trip.dropoff_datetime, "2015-01-10T05:10:00Z");

@@ -74,9 +74,7 @@ impl WindowSpec {
 
     /// Every window that contains the pane, oldest first.
     pub fn windows_containing(&self, pane: PaneStart) -> impl Iterator<Item = WindowStart> + '_ {
-        (0..self.panes_per_window())
-            .rev()
-            .map(move |k| WindowStart(pane.0 - k * self.slide_s))
+        (0..self.panes_per_window()).rev().map(move |k| WindowStart(pane.0 - k * self.slide_s))
     }
 
     /// The panes that make up a window, oldest first.

@@ -105,7 +105,12 @@ enum Fault {
 }
 
 /// Delivers every shard's records the way an at-least-once event source may.
-fn deliver_chaotically(aggregator: &Aggregator<FaultyStore<MemoryStore>>, shards: &[(ShardId, Vec<InputRecord>)], choices: &mut Choices, max_batch: usize) {
+fn deliver_chaotically(
+    aggregator: &Aggregator<FaultyStore<MemoryStore>>,
+    shards: &[(ShardId, Vec<InputRecord>)],
+    choices: &mut Choices,
+    max_batch: usize,
+) {
     let store = aggregator.store();
     let mut checkpoints = vec![0usize; shards.len()];
     for _ in 0..400 {
@@ -221,12 +226,12 @@ proptest! {
 
 #[test]
 fn a_failed_write_asks_for_a_retry_from_its_first_record_and_the_retry_completes() {
-    let specs: Vec<Spec> = (0..10)
-        .map(|i| Spec::Trip { pickup: i % 2, dropoff: i % 3, dropoff_offset_s: 60 * i as i64, duration_s: 300 })
-        .collect();
+    let specs: Vec<Spec> =
+        (0..10).map(|i| Spec::Trip { pickup: i % 2, dropoff: i % 3, dropoff_offset_s: 60 * i as i64, duration_s: 300 }).collect();
     let records = records(&specs, &[3]);
     let shard = ShardId("shardId-000000000000".into());
-    let aggregator = Aggregator::new(FaultyStore::new(MemoryStore::new()), IngestSettings { write_concurrency: 1, ..IngestSettings::default() });
+    let aggregator =
+        Aggregator::new(FaultyStore::new(MemoryStore::new()), IngestSettings { write_concurrency: 1, ..IngestSettings::default() });
     // Operation 0 and 1 load state; fail the first partial write.
     aggregator.store().fail_operation(2);
     let report = block_on(aggregator.process_batch(&shard, &records, NOW));
