@@ -12,13 +12,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 standins: node_modules/.package-lock.json
 	@command -v java >/dev/null || { echo "java is needed for DynamoDB Local (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 
+# INPUT=path/to/tlc.csv[.gz] replays another TLC file instead of the bundled sample.
 demo: standins
-	cargo run --release -p taxi-integration-tests --example aggregate_sample
+	cargo run --release -p taxi-integration-tests --example aggregate_sample $(if $(INPUT),-- --input $(INPUT))
 
 test: standins
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	cargo nextest run --workspace --no-fail-fast
 
 bench: standins
 	cargo bench -p taxi-core --bench preaggregate

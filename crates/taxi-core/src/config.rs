@@ -13,11 +13,19 @@ use crate::watermark::WatermarkMode;
 use crate::window::WindowSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration error: {variable}={value:?} is invalid: {expected}")]
+#[error("configuration error: {}", describe(.variable, .value, .expected))]
 pub struct ConfigError {
     pub variable: String,
     pub value: String,
     pub expected: String,
+}
+
+fn describe(variable: &str, value: &str, expected: &str) -> String {
+    if value.is_empty() {
+        format!("{variable} is not set: it {expected}")
+    } else {
+        format!("{variable}={value:?} is invalid: {expected}")
+    }
 }
 
 /// Reads variables through a lookup function (`std::env::var` in production).
@@ -151,6 +159,7 @@ mod tests {
         assert!(err.to_string().contains("must be a multiple of the slide"), "{err}");
         let err = reader(&[("WATERMARK_MODE", "magic")]).ingest_settings().unwrap_err();
         assert!(err.to_string().contains("expected one of producer, bounded"), "{err}");
-        assert!(reader(&[]).required("TABLE_NAME", "the DynamoDB table name").unwrap_err().to_string().contains("TABLE_NAME"));
+        let err = reader(&[]).required("TABLE_NAME", "the DynamoDB table name").unwrap_err();
+        assert_eq!(err.to_string(), "configuration error: TABLE_NAME is not set: it must be set to the DynamoDB table name");
     }
 }

@@ -87,8 +87,14 @@ pub struct BatchReport {
 /// What one new record turned out to be.
 #[derive(Clone, Debug, PartialEq)]
 enum Outcome {
-    Trip { facts: TripFacts, late: bool },
-    DroppedLate { event_time: EventTime },
+    /// A valid trip; `reemit` names the already emitted windows it makes late.
+    Trip {
+        facts: TripFacts,
+        reemit: Vec<WindowStart>,
+    },
+    DroppedLate {
+        event_time: EventTime,
+    },
     Watermark(EventTime),
     Invalid(InvalidReason),
 }
@@ -297,21 +303,21 @@ impl<S: PartialStore> Aggregator<S> {
         let mode = self.settings.watermark_mode;
         let mut added = Counters { records: records.len() as u64, ..Counters::default() };
         for f in records {
-            match f.outcome {
-                Outcome::Trip { facts, late } => {
+            match &f.outcome {
+                Outcome::Trip { facts, reemit } => {
                     added.trips_aggregated += 1;
-                    added.late += u64::from(late);
+                    added.late += u64::from(!reemit.is_empty());
                     state.watermark.observe_trip(facts.event_time, mode);
                 }
                 Outcome::DroppedLate { event_time } => {
                     added.dropped_late += 1;
-                    state.watermark.observe_trip(event_time, mode);
+                    state.watermark.observe_trip(*event_time, mode);
                 }
                 Outcome::Watermark(w) => {
                     added.watermark_events += 1;
-                    state.watermark.observe_watermark_event(w, mode);
+                    state.watermark.observe_watermark_event(*w, mode);
                 }
-                Outcome::Invalid(reason) => added.invalid.add(reason, 1),
+                Outcome::Invalid(reason) => added.invalid.add(*reason, 1),
             }
         }
         if let Some(last) = records.last() {
@@ -377,13 +383,10 @@ pub fn plan_batch<'a>(
                 logged += 1;
                 tracing::warn!(%shard, seq = %record.seq, %reason, sample = %sample(&record.data), "skipping malformed record");
             }
-            Outcome::Trip { facts, late } => {
-                let pane = settings.window.pane_of(facts.event_time);
-                aggregate.add_trip(position, pane, facts);
-                if *late {
-                    for window in settings.window.windows_containing(pane) {
-                        plan.reemit.entry(window).and_modify(|span| span.1 = position).or_insert((position, position));
-                    }
+            Outcome::Trip { facts, reemit } => {
+                aggregate.add_trip(position, settings.window.pane_of(facts.event_time), facts);
+                for window in reemit {
+                    plan.reemit.entry(*window).and_modify(|span| span.1 = position).or_insert((position, position));
                 }
             }
             _ => {}
@@ -402,8 +405,8 @@ fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_pl
         Ok(Event::Trip(trip)) => match validate_trip(&trip, &s.areas, s.precision, latest_plausible) {
             Err(reason) => Outcome::Invalid(reason),
             Ok(facts) => match progress.lateness(&s.window, s.window.pane_of(facts.event_time), s.allowed_lateness_s) {
-                Lateness::OnTime => Outcome::Trip { facts, late: false },
-                Lateness::Late { .. } => Outcome::Trip { facts, late: true },
+                Lateness::OnTime => Outcome::Trip { facts, reemit: Vec::new() },
+                Lateness::Late { reemit } => Outcome::Trip { facts, reemit },
                 Lateness::DroppedLate => Outcome::DroppedLate { event_time: facts.event_time },
             },
         },

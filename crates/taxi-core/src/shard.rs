@@ -55,8 +55,8 @@ impl ReasonCounts {
 
 /// What a shard's applied records were. Every applied record is counted in
 /// exactly one of `trips_aggregated`, `watermark_events`, `invalid` or
-/// `dropped_late`; `late` counts the aggregated trips that arrived after one
-/// of their windows was emitted.
+/// `dropped_late`; `late` counts the aggregated trips that make an already
+/// emitted window (still within the allowed lateness) be emitted again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub records: u64,

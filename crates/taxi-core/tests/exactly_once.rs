@@ -257,3 +257,31 @@ fn a_store_that_is_down_moves_nothing() {
     assert!(aggregator.store().revive());
     assert_eq!(aggregator.store().inner().snapshot(), MemoryTables::default());
 }
+
+#[test]
+fn late_trips_mark_exactly_the_emitted_windows_within_lateness() {
+    // Sliding windows of 20 min every 10 min; the closer emitted every window
+    // ending by 00:30 and acted on watermark 00:32; lateness 5 min.
+    let settings = IngestSettings { window: WindowSpec::new(1200, 600).unwrap(), allowed_lateness_s: 300, ..IngestSettings::default() };
+    let progress = CloserProgress { closed_through: Some(EventTime(BASE + 1800)), watermark: Some(EventTime(BASE + 1920)) };
+    let trip = |dropoff_offset_s| Spec::Trip { pickup: 0, dropoff: 0, dropoff_offset_s, duration_s: 300 };
+    // 00:25 is in windows [00:10, 00:30) (emitted, within lateness) and [00:20, 00:40) (open);
+    // 00:15 is in [00:00, 00:20) (past lateness) and [00:10, 00:30) (within);
+    // 00:05 is in [23:50, 00:10) and [00:00, 00:20), both past lateness: dropped;
+    // 00:35 is only in open windows.
+    let records = records(&[trip(1500), trip(900), trip(300), trip(2100)], &[1]);
+    let shard = ShardId("shardId-000000000000".into());
+    let aggregator = Aggregator::new(MemoryStore::new(), settings);
+    aggregator.store().set_closer_progress(progress);
+    let report = block_on(aggregator.process_batch(&shard, &records, NOW));
+    assert_eq!(report.retry_from, None);
+
+    let tables = aggregator.store().snapshot();
+    let marked: Vec<i64> = tables.markers.keys().map(|(w, _)| w.0 - BASE).collect();
+    assert_eq!(marked, vec![600], "only [00:10, 00:30) is emitted and within lateness");
+    let counters = tables.shard_states[&shard].counters;
+    assert_eq!((counters.trips_aggregated, counters.late, counters.dropped_late), (3, 2, 1));
+    let pickups: u64 =
+        tables.partials.iter().filter(|((_, _, k), _)| k.sort_key().starts_with("pickups#")).map(|(_, p)| p.value.count).sum();
+    assert_eq!(pickups, 3, "the dropped trip is not written");
+}
