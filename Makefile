@@ -5,12 +5,18 @@
 
 .PHONY: demo test bench standins
 
-# Local stand-ins pinned by package.json / package-lock.json (DynamoDB Local runs on the machine's Java).
+# Local stand-ins: DynamoDB Local and kinesis-local pinned by package.json / package-lock.json
+# (they run on the machine's Java and Node.js), osmem-server pinned by requirements-standins.txt.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-standins: node_modules/.package-lock.json
+target/.standins-pip: requirements-standins.txt
+	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-standins.txt
+	mkdir -p target && touch $@
+
+standins: node_modules/.package-lock.json target/.standins-pip
 	@command -v java >/dev/null || { echo "java is needed for DynamoDB Local (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@command -v node >/dev/null || { echo "node is needed for kinesis-local (apt-get install nodejs)" >&2; exit 1; }
 
 # INPUT=path/to/tlc.csv[.gz] replays another TLC file instead of the bundled sample.
 demo: standins

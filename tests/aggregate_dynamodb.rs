@@ -11,15 +11,16 @@ use taxi_core::store::{FaultyStore, PartialStore, PartialWrite, PartialWriteOutc
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::{CloserProgress, WatermarkMode};
 use taxi_core::window::PaneStart;
-use taxi_integration_tests::dynamodb_local::{client, merged_partials, unique_table};
 use taxi_integration_tests::kinesis::{kinesis_seq, lambda_event, shard_streams, trip_events, StreamRecord};
+use taxi_integration_tests::standins::{dynamodb_client, unique_name};
+use taxi_integration_tests::tables::merged_partials;
 use taxi_integration_tests::{fixture_path, oracle, sample_path};
 
 type TestFunction = AggregateFunction<FaultyStore<DynamoStore>>;
 
 async fn function_on_new_table(prefix: &str, settings: IngestSettings) -> (TestFunction, String) {
-    let client = client();
-    let table = unique_table(prefix);
+    let client = dynamodb_client();
+    let table = unique_name(prefix);
     ensure_table(&client, &table).await.expect("creating the table");
     let store = FaultyStore::new(DynamoStore::new(client, &table));
     (
@@ -209,8 +210,8 @@ async fn a_batch_of_bad_input_is_counted_by_reason_and_never_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sequence_fence_and_state_conditions_hold_in_dynamodb_local() {
-    let client = client();
-    let table = unique_table("fence");
+    let client = dynamodb_client();
+    let table = unique_name("fence");
     ensure_table(&client, &table).await.unwrap();
     ensure_table(&client, &table).await.expect("creating an existing table is a no-op");
     let store = DynamoStore::new(client, &table);

@@ -11,9 +11,9 @@ use taxi_core::ingest::{Aggregator, IngestSettings, InputRecord};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::ShardId;
 use taxi_core::time::WallTime;
-use taxi_integration_tests::dynamodb_local::{client, unique_table};
 use taxi_integration_tests::kinesis::{shard_streams, trip_events};
 use taxi_integration_tests::sample_path;
+use taxi_integration_tests::standins::{dynamodb_client, unique_name};
 
 #[tokio::main]
 async fn main() {
@@ -23,8 +23,8 @@ async fn main() {
     println!("| batch size | batches | partial writes | fenced | state writes | writes per 1,000 records | WCU per 1,000 records | records/s (DynamoDB Local) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for batch_size in [100, 1_000, 10_000] {
-        let client = client();
-        let table = unique_table("bench-writes");
+        let client = dynamodb_client();
+        let table = unique_name("bench-writes");
         ensure_table(&client, &table).await.expect("table");
         let aggregator = Aggregator::new(DynamoStore::new(client, &table), IngestSettings::default());
         let (mut batches, mut partial, mut fenced, mut state, mut markers, mut wcu) = (0u64, 0u64, 0u64, 0u64, 0u64, 0f64);

@@ -16,9 +16,10 @@ use taxi_core::ingest::{Aggregator, IngestSettings};
 use taxi_core::shard::{Counters, ShardId};
 use taxi_core::store::PartialStore;
 use taxi_core::time::{EventTime, WallTime};
-use taxi_integration_tests::dynamodb_local::{client, endpoint, merged_partials, unique_table};
 use taxi_integration_tests::kinesis::{lambda_event, shard_streams, trip_events};
 use taxi_integration_tests::sample_path;
+use taxi_integration_tests::standins::{dynamodb_client, dynamodb_endpoint, unique_name};
+use taxi_integration_tests::tables::merged_partials;
 
 const SHARDS: usize = 4;
 const BATCH_SIZE: usize = 100;
@@ -34,9 +35,9 @@ async fn main() {
         eprintln!("error: input file {} does not exist", input.display());
         std::process::exit(2);
     }
-    println!("DynamoDB Local at {}", endpoint());
-    let client = client();
-    let table = unique_table("taxi-demo");
+    println!("DynamoDB Local at {}", dynamodb_endpoint());
+    let client = dynamodb_client();
+    let table = unique_name("taxi-demo");
     ensure_table(&client, &table).await.expect("creating the table");
     let settings = IngestSettings::default();
     let function = AggregateFunction::new(Aggregator::new(DynamoStore::new(client.clone(), &table), settings), MetricsOutput::Off);
@@ -102,5 +103,4 @@ async fn main() {
         );
     }
     println!("\n(windows with fewer than 20 trips are not shown)");
-    taxi_integration_tests::dynamodb_local::stop();
 }

@@ -1,14 +1,16 @@
 //! Shared support for the integration tests and benchmarks:
 //!
-//! - [`dynamodb_local`]: a DynamoDB Local process (or the endpoint in
-//!   `DYNAMODB_ENDPOINT`) and clients for it.
+//! - [`standins`]: DynamoDB Local, kinesis-local and osmem-server (or the
+//!   endpoints given in the environment) and clients for them.
+//! - [`tables`]: reading back what the pipeline wrote to DynamoDB.
 //! - [`kinesis`]: the real sample turned into Lambda-shaped Kinesis batches.
 //! - [`oracle`]: the expected aggregates, computed straight from the CSV with
 //!   none of the pipeline's code.
 
-pub mod dynamodb_local;
 pub mod kinesis;
 pub mod oracle;
+pub mod standins;
+pub mod tables;
 
 use std::path::PathBuf;
 

@@ -111,3 +111,21 @@ mod tests {
         assert_eq!(ShardId::from_event_id(":123"), None);
     }
 }
+
+/// A shard as Kinesis `ListShards` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamShard {
+    pub id: ShardId,
+    pub parent: Option<ShardId>,
+    pub adjacent_parent: Option<ShardId>,
+    /// The lowest hash key the shard owns (decimal), for `ExplicitHashKey`.
+    pub starting_hash_key: String,
+    /// A closed shard (after a split or merge) takes no more records.
+    pub closed: bool,
+}
+
+impl StreamShard {
+    pub fn parents(&self) -> impl Iterator<Item = &ShardId> {
+        self.parent.iter().chain(self.adjacent_parent.iter())
+    }
+}

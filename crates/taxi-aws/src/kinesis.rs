@@ -1,0 +1,65 @@
+//! Kinesis: the shard set of a stream.
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::Client;
+use taxi_core::shard::{ShardId, StreamShard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisError {
+    #[error("Kinesis stream {stream} does not exist (or this role may not describe it): {message}")]
+    StreamNotFound { stream: String, message: String },
+    #[error("Kinesis {operation} failed (retry may help): {message}")]
+    Unavailable { operation: &'static str, message: String },
+    #[error("Kinesis {operation} was refused (retry will not help until the configuration is fixed): {message}")]
+    Rejected { operation: &'static str, message: String },
+}
+
+impl KinesisError {
+    pub fn from_sdk<E, R>(operation: &'static str, stream: &str, error: SdkError<E, R>) -> KinesisError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let message = DisplayErrorContext(&error).to_string();
+        match error.code().unwrap_or_default() {
+            "ResourceNotFoundException" => KinesisError::StreamNotFound { stream: stream.to_owned(), message },
+            "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ValidationException"
+            | "InvalidArgumentException" => KinesisError::Rejected { operation, message },
+            _ => KinesisError::Unavailable { operation, message },
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, KinesisError::Unavailable { .. })
+    }
+}
+
+/// Every shard of the stream, open and closed, with parent links (all pages).
+pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<StreamShard>, KinesisError> {
+    let mut shards = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        // The API takes either the stream name or a token, never both.
+        let request = match &next_token {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
+        };
+        let page = request.send().await.map_err(|e| KinesisError::from_sdk("ListShards", stream, e))?;
+        for shard in page.shards() {
+            shards.push(StreamShard {
+                id: ShardId(shard.shard_id().to_owned()),
+                parent: shard.parent_shard_id().map(|p| ShardId(p.to_owned())),
+                adjacent_parent: shard.adjacent_parent_shard_id().map(|p| ShardId(p.to_owned())),
+                starting_hash_key: shard.hash_key_range().map(|r| r.starting_hash_key().to_owned()).unwrap_or_default(),
+                closed: shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some(),
+            });
+        }
+        match page.next_token() {
+            Some(token) => next_token = Some(token.to_owned()),
+            None => return Ok(shards),
+        }
+    }
+}
