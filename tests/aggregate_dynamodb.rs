@@ -245,7 +245,7 @@ async fn the_sequence_fence_and_state_conditions_hold_in_dynamodb_local() {
     let state = ShardState { applied_seq: Some(seq(30)), updated_at: Some(WallTime(1)), ..ShardState::default() };
     assert!(matches!(store.save_shard_state(&shard, &state, None).await.unwrap(), SaveOutcome::Saved { .. }));
     match store.save_shard_state(&shard, &state, None).await.unwrap() {
-        SaveOutcome::Conflict { current } => assert_eq!(current, state),
+        SaveOutcome::Conflict { current } => assert_eq!(*current, state),
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert!(matches!(store.save_shard_state(&shard, &state, Some(&seq(29))).await.unwrap(), SaveOutcome::Conflict { .. }));

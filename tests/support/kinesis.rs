@@ -51,8 +51,10 @@ pub fn trip_events(path: &Path) -> Vec<TripEvent> {
 
 /// Spreads trips over `shards` shards by trip id (as partition keys would), each
 /// shard in dropoff order with a watermark event after every
-/// `watermark_every` trips, and a final watermark past the last dropoff.
+/// `watermark_every` trips, and at the end of every shard the closing
+/// watermark, an hour past the last dropoff of all, as the producer sends it.
 pub fn shard_streams(trips: &[TripEvent], shards: usize, watermark_every: usize) -> Vec<ShardStream> {
+    let closing = trips.iter().filter_map(|t| EventTime::parse_rfc3339(&t.dropoff_datetime)).max().map(|last| last.plus_seconds(3600));
     (0..shards)
         .map(|shard| {
             let mut mine: Vec<&TripEvent> = trips.iter().filter(|t| t.trip_id as usize % shards == shard).collect();
@@ -67,8 +69,7 @@ pub fn shard_streams(trips: &[TripEvent], shards: usize, watermark_every: usize)
                     datas.push(("watermark".into(), watermark_event_json(w)));
                 }
             }
-            if let Some(last) = mine.last() {
-                let w = EventTime::parse_rfc3339(&last.dropoff_datetime).expect("producer times parse").plus_seconds(1);
+            if let Some(w) = closing {
                 datas.push(("watermark".into(), watermark_event_json(w)));
             }
             ShardStream {

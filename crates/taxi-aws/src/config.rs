@@ -68,3 +68,144 @@ mod tests {
         assert!(err.to_string().contains("DYNAMODB_MAX_ATTEMPTS=\"0\" is invalid: expected a whole number from 1 to 10"), "{err}");
     }
 }
+
+/// How the close-windows function authenticates to the search endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SearchAuthMode {
+    None,
+    Basic { username: String, password: String },
+    SigV4 { service: crate::search::SigV4Service },
+}
+
+/// Everything the close-windows function reads at start-up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloseWindowsConfig {
+    /// `TABLE_NAME` (required).
+    pub table_name: String,
+    /// `STREAM_NAME` (required): the Kinesis stream whose shards are watched.
+    pub stream_name: String,
+    pub window: taxi_core::window::WindowSpec,
+    pub documents: taxi_core::documents::DocumentSettings,
+    /// `IDLE_SHARD_TIMEOUT_SECONDS` (default 300).
+    pub idle_timeout_s: i64,
+    /// `ES_ENDPOINT` (required): `https://host[:port]`.
+    pub es_endpoint: String,
+    pub auth: SearchAuthMode,
+    pub limits: taxi_core::bulk::BulkLimits,
+    /// `ES_GZIP` (default true).
+    pub gzip: bool,
+    /// `ES_TLS_SKIP_VERIFY` (default false).
+    pub tls_skip_verify: bool,
+    /// `RECHECK_INTERVAL_SECONDS` (default 5): pause between passes in one invocation.
+    pub recheck_interval_s: u64,
+    /// `KEEP_RUNNING_SECONDS` (default 50): how long one invocation keeps re-checking; 0 = one pass.
+    pub keep_running_s: u64,
+    pub metrics_namespace: String,
+    pub dynamodb_max_attempts: u32,
+}
+
+impl CloseWindowsConfig {
+    pub fn from_env() -> Result<CloseWindowsConfig, ConfigError> {
+        CloseWindowsConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<CloseWindowsConfig, ConfigError> {
+        let env = EnvReader::new(lookup);
+        let es_endpoint =
+            env.required("ES_ENDPOINT", "the Elasticsearch / OpenSearch URL, such as https://search-taxi.eu-west-1.es.amazonaws.com")?;
+        let es_endpoint = es_endpoint.trim_end_matches('/').to_owned();
+        if !(es_endpoint.starts_with("https://") || es_endpoint.starts_with("http://")) {
+            return Err(ConfigError {
+                variable: "ES_ENDPOINT".into(),
+                value: es_endpoint,
+                expected: "expected a URL starting with https:// (or http:// for a local endpoint)".into(),
+            });
+        }
+        let auth = match env.choice("ES_AUTH", "none", &["none", "basic", "sigv4"])? {
+            "basic" => SearchAuthMode::Basic {
+                username: env.required("ES_USERNAME", "the user name for basic auth")?,
+                password: env.required("ES_PASSWORD", "the password for basic auth")?,
+            },
+            "sigv4" => SearchAuthMode::SigV4 {
+                service: match env.choice("ES_SIGV4_SERVICE", "es", &["es", "aoss"])? {
+                    "aoss" => crate::search::SigV4Service::Aoss,
+                    _ => crate::search::SigV4Service::Es,
+                },
+            },
+            _ => SearchAuthMode::None,
+        };
+        Ok(CloseWindowsConfig {
+            table_name: env.required("TABLE_NAME", "the DynamoDB table name")?,
+            stream_name: env.required("STREAM_NAME", "the Kinesis stream name")?,
+            window: env.window_spec()?,
+            documents: taxi_core::documents::DocumentSettings {
+                min_count: env.number("MIN_PICKUP_COUNT", 2u64, 1, 1_000_000)?,
+                pickup_index: env.string("PICKUP_INDEX", "pickup_count"),
+                duration_index: env.string("DURATION_INDEX", "trip_duration"),
+            },
+            idle_timeout_s: env.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?,
+            es_endpoint,
+            auth,
+            limits: taxi_core::bulk::BulkLimits {
+                max_bytes: env.number("BULK_MAX_BYTES", 5 * 1024 * 1024usize, 1024, 100 * 1024 * 1024)?,
+                max_documents: env.number("BULK_MAX_DOCUMENTS", 1000usize, 1, 100_000)?,
+            },
+            gzip: env.flag("ES_GZIP", true)?,
+            tls_skip_verify: env.flag("ES_TLS_SKIP_VERIFY", false)?,
+            recheck_interval_s: env.number("RECHECK_INTERVAL_SECONDS", 5u64, 1, 600)?,
+            keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
+            metrics_namespace: env.string("METRICS_NAMESPACE", "TaxiPipeline"),
+            dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 5u32, 1, 10)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod close_windows_tests {
+    use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_and_required_variables() {
+        let config = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
+        ]))
+        .unwrap();
+        assert_eq!(config.es_endpoint, "http://127.0.0.1:9200");
+        assert_eq!(config.auth, SearchAuthMode::None);
+        assert_eq!((config.documents.min_count, config.limits.max_documents, config.limits.max_bytes), (2, 1000, 5 * 1024 * 1024));
+        assert!(config.gzip && !config.tls_skip_verify);
+        assert_eq!((config.recheck_interval_s, config.keep_running_s, config.idle_timeout_s), (5, 50, 300));
+        let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
+        assert_eq!(err.variable, "ES_ENDPOINT");
+    }
+
+    #[test]
+    fn auth_modes() {
+        let config = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "https://x.aoss.amazonaws.com"),
+            ("ES_AUTH", "sigv4"),
+            ("ES_SIGV4_SERVICE", "aoss"),
+        ]))
+        .unwrap();
+        assert_eq!(config.auth, SearchAuthMode::SigV4 { service: crate::search::SigV4Service::Aoss });
+        let err = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "https://x"),
+            ("ES_AUTH", "basic"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "ES_USERNAME");
+        let err =
+            CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s"), ("ES_ENDPOINT", "ftp://x")])).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+}

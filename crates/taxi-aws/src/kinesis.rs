@@ -2,6 +2,7 @@
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
+use taxi_core::closer::{ShardSource, SourceError};
 use taxi_core::shard::{ShardId, StreamShard};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,5 +62,17 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<StreamShar
             Some(token) => next_token = Some(token.to_owned()),
             None => return Ok(shards),
         }
+    }
+}
+
+/// The stream's shard set, for the closer.
+pub struct KinesisShards {
+    pub client: Client,
+    pub stream: String,
+}
+
+impl ShardSource for KinesisShards {
+    async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
+        list_shards(&self.client, &self.stream).await.map_err(|e| SourceError(e.to_string()))
     }
 }

@@ -2,12 +2,18 @@
 //!
 //! - [`dynamo`]: the DynamoDB table layout and the `PartialStore` on it.
 //! - [`kinesis`]: the shard set of a stream.
+//! - [`search`]: the Elasticsearch / OpenSearch sink (bulk, retries, SigV4).
+//! - [`kinesis_writer`]: the producer's PutRecords writer with per-shard watermarks.
 //! - [`config`]: the functions' configuration from environment variables.
 //! - [`aggregate_function`]: the Kinesis-fed Lambda handler.
+//! - [`close_windows_function`]: the scheduled Lambda that closes windows.
 //! - [`telemetry`]: logging set-up and metric output.
 
 pub mod aggregate_function;
+pub mod close_windows_function;
 pub mod config;
 pub mod dynamo;
 pub mod kinesis;
+pub mod kinesis_writer;
+pub mod search;
 pub mod telemetry;

@@ -82,16 +82,26 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         })
     }
 
-    /// The analytics settings of the aggregate function (see the README's
-    /// configuration table for each variable).
-    pub fn ingest_settings(&self) -> Result<IngestSettings, ConfigError> {
+    /// `WINDOW_SIZE_SECONDS` and `WINDOW_SLIDE_SECONDS`, shared by both functions.
+    pub fn window_spec(&self) -> Result<WindowSpec, ConfigError> {
         let size = self.number("WINDOW_SIZE_SECONDS", 600i64, 60, 86_400)?;
         let slide = self.number("WINDOW_SLIDE_SECONDS", size, 60, 86_400)?;
-        let window = WindowSpec::new(size, slide).map_err(|e| ConfigError {
+        WindowSpec::new(size, slide).map_err(|e| ConfigError {
             variable: "WINDOW_SLIDE_SECONDS".into(),
             value: slide.to_string(),
             expected: e.to_string(),
-        })?;
+        })
+    }
+
+    /// A true/false switch, or `default` when unset.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self.choice(name, if default { "true" } else { "false" }, &["true", "false"])? == "true")
+    }
+
+    /// The analytics settings of the aggregate function (see the README's
+    /// configuration table for each variable).
+    pub fn ingest_settings(&self) -> Result<IngestSettings, ConfigError> {
+        let window = self.window_spec()?;
         let precision = self.number("GEOHASH_PRECISION", 6u8, 1, GeohashPrecision::MAX)?;
         let watermark_mode = match self.choice("WATERMARK_MODE", "producer", &["producer", "bounded"])? {
             "bounded" => WatermarkMode::Bounded { max_out_of_orderness_s: self.number("MAX_OUT_OF_ORDERNESS_SECONDS", 60i64, 0, 86_400)? },

@@ -147,7 +147,7 @@ impl<S: PartialStore> Aggregator<S> {
         metrics.marker_writes = write_metrics.marker_writes;
         metrics.consumed_capacity_units = write_metrics.consumed_capacity_units;
 
-        let saved = self.advance_state(shard, state, &fresh[..durable], now, &mut metrics).await;
+        let saved = self.advance_state(shard, state, &fresh[..durable], &progress, now, &mut metrics).await;
         let retry_from = match saved {
             Ok(()) => fresh.get(durable).map(|f| f.record.seq.clone()),
             Err(e) => {
@@ -269,6 +269,7 @@ impl<S: PartialStore> Aggregator<S> {
         shard: &ShardId,
         mut base: ShardState,
         durable: &[Fresh<'_>],
+        progress: &CloserProgress,
         now: WallTime,
         metrics: &mut BatchMetrics,
     ) -> Result<(), StoreError> {
@@ -280,7 +281,7 @@ impl<S: PartialStore> Aggregator<S> {
                 return Ok(());
             }
             let mut next = base.clone();
-            let applied = self.fold(&mut next, todo, now);
+            let applied = self.fold(&mut next, todo, progress, now);
             metrics.state_writes += 1;
             match self.store.save_shard_state(shard, &next, base.applied_seq.as_ref()).await? {
                 SaveOutcome::Saved { capacity_units } => {
@@ -291,7 +292,7 @@ impl<S: PartialStore> Aggregator<S> {
                 }
                 SaveOutcome::Conflict { current } => {
                     tracing::warn!(%shard, "shard state moved by another writer; recomputing");
-                    base = current;
+                    base = *current;
                 }
             }
         }
@@ -299,8 +300,8 @@ impl<S: PartialStore> Aggregator<S> {
     }
 
     /// The shard state after `records`, and the counters they add.
-    fn fold(&self, state: &mut ShardState, records: &[Fresh<'_>], now: WallTime) -> Counters {
-        let mode = self.settings.watermark_mode;
+    fn fold(&self, state: &mut ShardState, records: &[Fresh<'_>], progress: &CloserProgress, now: WallTime) -> Counters {
+        let (mode, window) = (self.settings.watermark_mode, self.settings.window);
         let mut added = Counters { records: records.len() as u64, ..Counters::default() };
         for f in records {
             match &f.outcome {
@@ -308,6 +309,7 @@ impl<S: PartialStore> Aggregator<S> {
                     added.trips_aggregated += 1;
                     added.late += u64::from(!reemit.is_empty());
                     state.watermark.observe_trip(facts.event_time, mode);
+                    state.open_panes.insert(window.pane_of(facts.event_time));
                 }
                 Outcome::DroppedLate { event_time } => {
                     added.dropped_late += 1;
@@ -322,6 +324,11 @@ impl<S: PartialStore> Aggregator<S> {
         }
         if let Some(last) = records.last() {
             state.applied_seq = Some(last.record.seq.clone());
+        }
+        // Panes whose every window the closer has emitted need no tracking:
+        // late data for them travels by re-emit markers.
+        if let Some(closed_through) = progress.closed_through {
+            state.open_panes.retain(|pane| window.window_end(window.last_window_containing(*pane)) > closed_through);
         }
         state.updated_at = Some(now);
         state.counters.add(&added);

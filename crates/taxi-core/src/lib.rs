@@ -6,6 +6,10 @@
 //! - [`window`]: event-time panes and the tumbling / sliding windows built from them.
 //! - [`seq`]: Kinesis sequence numbers, ordered and stored fixed-width.
 //! - [`aggregate`]: per-batch pre-aggregation keyed by (pane, metric, key).
+//! - [`closing`]: the global watermark over live shards, windows to close, merging.
+//! - [`closer`]: the close-windows algorithm over its store, shard source and sink.
+//! - [`documents`]: the documents of a closed window, and the index templates.
+//! - [`bulk`]: `_bulk` NDJSON chunks and the classification of the answers.
 //! - [`watermark`]: per-shard watermark rules (producer and bounded modes).
 //! - [`shard`]: the durable per-shard state and its counters.
 //! - [`ingest`]: the exactly-once batch algorithm over a [`store::PartialStore`].
@@ -13,13 +17,19 @@
 //! - [`metrics`]: per-batch metrics and their CloudWatch EMF encoding.
 //! - [`config`]: analytics settings parsed from environment-style lookups.
 //! - [`tlc`]: TLC CSV rows to trip events (New York local time to UTC).
+//! - [`replay`]: the producer's reorder buffer, watermark tracker and pacing.
 
 pub mod aggregate;
+pub mod bulk;
+pub mod closer;
+pub mod closing;
 pub mod config;
+pub mod documents;
 pub mod event;
 pub mod geo;
 pub mod ingest;
 pub mod metrics;
+pub mod replay;
 pub mod seq;
 pub mod shard;
 pub mod store;

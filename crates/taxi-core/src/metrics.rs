@@ -27,55 +27,105 @@ pub struct BatchMetrics {
     pub duration_ms: u64,
 }
 
+/// One metric of an EMF line.
+pub struct Metric<'a> {
+    pub name: &'a str,
+    pub unit: &'a str,
+    pub value: Value,
+}
+
+/// One CloudWatch Embedded Metric Format line (dimension: the function name);
+/// `properties` ride along for Logs Insights without becoming metrics.
+pub fn emf_line(namespace: &str, function: &str, timestamp_ms: i64, metrics: &[Metric<'_>], properties: Vec<(&str, Value)>) -> String {
+    let mut root = Map::new();
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": metrics.iter().map(|m| json!({"Name": m.name, "Unit": m.unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    root.insert("FunctionName".into(), json!(function));
+    for m in metrics {
+        root.insert(m.name.into(), m.value.clone());
+    }
+    for (name, value) in properties {
+        root.insert(name.into(), value);
+    }
+    Value::Object(root).to_string()
+}
+
+fn count<'a>(name: &'a str, value: impl Into<Value>) -> Metric<'a> {
+    Metric { name, unit: "Count", value: value.into() }
+}
+
 impl BatchMetrics {
-    /// One EMF JSON line (dimension: function name); `timestamp_ms` is wall time.
+    /// One EMF line for the batch; `timestamp_ms` is wall time.
     pub fn to_emf(&self, namespace: &str, function: &str, timestamp_ms: i64) -> String {
-        let mut metrics: Vec<(&str, &str, Value)> = vec![
-            ("Records", "Count", json!(self.records)),
-            ("RedeliveredRecords", "Count", json!(self.redelivered)),
-            ("TripsAggregated", "Count", json!(self.applied.trips_aggregated)),
-            ("WatermarkEvents", "Count", json!(self.applied.watermark_events)),
-            ("InvalidRecords", "Count", json!(self.applied.invalid.total())),
-            ("LateTrips", "Count", json!(self.applied.late)),
-            ("DroppedLateTrips", "Count", json!(self.applied.dropped_late)),
-            ("PartialWrites", "Count", json!(self.partial_writes)),
-            ("FencedWrites", "Count", json!(self.fenced_writes)),
-            ("ReemitMarkerWrites", "Count", json!(self.marker_writes)),
-            ("StateWrites", "Count", json!(self.state_writes)),
-            ("ConsumedWriteCapacityUnits", "Count", json!(self.consumed_capacity_units)),
-            ("RetryRequested", "Count", json!(u64::from(self.retry_requested))),
-            ("BatchDuration", "Milliseconds", json!(self.duration_ms)),
-        ];
         let invalid_names: Vec<String> = self.applied.invalid.iter().map(|(r, _)| format!("Invalid_{}", r.name())).collect();
+        let mut metrics = vec![
+            count("Records", self.records),
+            count("RedeliveredRecords", self.redelivered),
+            count("TripsAggregated", self.applied.trips_aggregated),
+            count("WatermarkEvents", self.applied.watermark_events),
+            count("InvalidRecords", self.applied.invalid.total()),
+            count("LateTrips", self.applied.late),
+            count("DroppedLateTrips", self.applied.dropped_late),
+            count("PartialWrites", self.partial_writes),
+            count("FencedWrites", self.fenced_writes),
+            count("ReemitMarkerWrites", self.marker_writes),
+            count("StateWrites", self.state_writes),
+            count("ConsumedWriteCapacityUnits", self.consumed_capacity_units),
+            count("RetryRequested", u64::from(self.retry_requested)),
+            Metric { name: "BatchDuration", unit: "Milliseconds", value: self.duration_ms.into() },
+        ];
         for ((_, n), name) in self.applied.invalid.iter().zip(&invalid_names) {
-            metrics.push((name, "Count", json!(n)));
+            metrics.push(count(name, n));
         }
-        let mut root = Map::new();
-        root.insert(
-            "_aws".into(),
-            json!({
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": namespace,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
-                }],
-            }),
-        );
-        root.insert("FunctionName".into(), json!(function));
-        for (name, _, value) in metrics {
-            root.insert(name.into(), value);
-        }
-        // Properties for Logs Insights, not metrics.
+        let mut properties = Vec::new();
         if let Some(shard) = &self.shard {
-            root.insert("ShardId".into(), json!(shard.as_str()));
+            properties.push(("ShardId", json!(shard.as_str())));
         }
         if let Some(w) = self.watermark {
-            root.insert("Watermark".into(), json!(w.to_rfc3339()));
-            root.insert("WatermarkEpochSeconds".into(), json!(w.seconds()));
+            properties.push(("Watermark", json!(w.to_rfc3339())));
+            properties.push(("WatermarkEpochSeconds", json!(w.seconds())));
         }
-        Value::Object(root).to_string()
+        emf_line(namespace, function, timestamp_ms, &metrics, properties)
     }
+}
+
+/// One EMF line for a close-windows run.
+pub fn close_report_emf(report: &crate::closer::CloseReport, namespace: &str, function: &str, timestamp_ms: i64) -> String {
+    let now_s = timestamp_ms.div_euclid(1000);
+    let watermark = report.global.as_ref().and_then(|g| g.watermark);
+    let mut metrics = vec![
+        count("WindowsClosed", report.windows_closed),
+        count("WindowsReemitted", report.windows_reemitted),
+        count("WindowsLeftOpen", report.windows_left_open),
+        count("DocumentsIndexed", report.documents_indexed),
+        count("DocumentsRetried", report.documents_retried),
+        count("DeadLetters", report.dead_letters),
+        count("CloseErrors", u64::from(report.error.is_some())),
+    ];
+    if let Some(w) = watermark {
+        metrics.push(Metric { name: "WatermarkLag", unit: "Seconds", value: (now_s - w.seconds()).into() });
+    }
+    let mut properties = vec![("LeaseHeldElsewhere", json!(report.lease_held_elsewhere))];
+    if let Some(global) = &report.global {
+        let verdicts: Map<String, Value> = global.verdicts.iter().map(|(id, v)| (id.to_string(), json!(v.name()))).collect();
+        properties.push(("Shards", Value::Object(verdicts)));
+    }
+    if let Some(w) = watermark {
+        properties.push(("GlobalWatermark", json!(w.to_rfc3339())));
+    }
+    if let Some(c) = report.closed_through {
+        properties.push(("ClosedThrough", json!(c.to_rfc3339())));
+    }
+    emf_line(namespace, function, timestamp_ms, &metrics, properties)
 }
 
 #[cfg(test)]

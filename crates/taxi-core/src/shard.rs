@@ -1,12 +1,14 @@
 //! The durable state of one shard: how far it has been applied, its watermark,
 //! when it last reported, and exactly-once counters of what it has seen.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::event::InvalidReason;
 use crate::seq::SeqNum;
 use crate::time::WallTime;
 use crate::watermark::ShardWatermark;
+use crate::window::PaneStart;
 
 /// A Kinesis shard id such as `shardId-000000000003`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,6 +91,9 @@ pub struct ShardState {
     /// Wall time of the last advance; the closer judges idleness from it.
     pub updated_at: Option<WallTime>,
     pub counters: Counters,
+    /// Panes this shard has written partials to whose windows the closer has
+    /// not all closed yet: how the closer learns which windows hold data.
+    pub open_panes: BTreeSet<PaneStart>,
 }
 
 impl ShardState {

@@ -73,7 +73,7 @@ pub enum SaveOutcome {
     },
     /// Someone else moved the shard state; here is what it is now.
     Conflict {
-        current: ShardState,
+        current: Box<ShardState>,
     },
 }
 
@@ -178,7 +178,7 @@ impl PartialStore for MemoryStore {
         let mut tables = self.tables();
         let current = tables.shard_states.get(shard);
         if current.and_then(|s| s.applied_seq.as_ref()) != expected {
-            return Ok(SaveOutcome::Conflict { current: current.cloned().unwrap_or_default() });
+            return Ok(SaveOutcome::Conflict { current: Box::new(current.cloned().unwrap_or_default()) });
         }
         tables.shard_states.insert(shard.clone(), state.clone());
         Ok(SaveOutcome::Saved { capacity_units: 1.0 })

@@ -3,30 +3,34 @@
 //! | item            | pk                           | sk                | attributes |
 //! |-----------------|------------------------------|-------------------|------------|
 //! | partial         | `P#<pane_start>#<shard_id>`  | `<metric>#<key>`  | count, sum_s, seq, expires_at |
-//! | shard state     | `S#<shard_id>`               | `STATE`           | applied_seq, watermark, top_event_time_1/2, updated_at, counters |
-//! | closer state    | `C`                          | `STATE`           | closed_through, watermark |
-//! | re-emit marker  | `R#<window_start>`           | `<shard_id>`      | seq, expires_at |
+//! | shard state     | `S#<shard_id>`               | `STATE`           | applied_seq, watermark, top_event_time_1/2, updated_at, open_panes, counters |
+//! | closer state    | `C`                          | `STATE`           | closed_through, watermark, lease, first_seen |
+//! | re-emit marker  | `R`                          | `<window_start>#<shard_id>` | window_start, shard_id, seq, expires_at |
+//! | dead letter     | `DLQ#<index>`                | `<document _id>`  | document, error, failed_at |
+//!
+//! Markers share one partition so that the closer finds them all with one
+//! query; they are written only for late data, so that partition stays cold.
 //!
 //! Sequence numbers are stored zero-padded to 129 digits so that the fence
 //! `attribute_not_exists(seq) OR seq < :first` compares them numerically.
 
-use std::collections::HashMap;
+mod closer;
+mod partials;
+
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, SseSpecification, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, ScalarAttributeType, SseSpecification,
+    TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
-use taxi_core::aggregate::PartialKey;
 use taxi_core::event::InvalidReason;
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{Counters, ShardId, ShardState};
-use taxi_core::store::{PartialStore, PartialWrite, PartialWriteOutcome, ReemitMarker, SaveOutcome, StoreError};
+use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
-use taxi_core::watermark::{CloserProgress, ShardWatermark};
+use taxi_core::watermark::ShardWatermark;
 use taxi_core::window::{PaneStart, WindowStart};
 
 pub const PK: &str = "pk";
@@ -45,8 +49,10 @@ pub fn shard_state_pk(shard: &ShardId) -> String {
     format!("S#{shard}")
 }
 
-pub fn marker_pk(window: WindowStart) -> String {
-    format!("R#{}", window.0)
+pub const MARKER_PK: &str = "R";
+
+pub fn marker_sk(window: WindowStart, shard: &ShardId) -> String {
+    format!("{}#{shard}", window.0)
 }
 
 /// Creates the table (on demand, encrypted, TTL on `expires_at`) unless it exists.
@@ -116,108 +122,6 @@ impl DynamoStore {
             .map_err(|e| store_error("GetItem", e))?;
         Ok(out.item)
     }
-
-    /// The item's sequence fence, read when a refused write did not return the old item.
-    async fn fence_of(&self, write: &PartialWrite<'_>) -> Result<SeqNum, StoreError> {
-        let item = self.get(partial_pk(write.key.pane, write.shard), write.key.metric.sort_key()).await?;
-        item.as_ref()
-            .map(|item| seq_attribute(item, "seq"))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| StoreError::Unavailable("a fenced partial had no sequence number on re-read".into()))
-    }
-}
-
-impl PartialStore for DynamoStore {
-    async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
-        self.get(shard_state_pk(shard), STATE_SK.into()).await?.map(|item| decode_shard_state(&item)).transpose()
-    }
-
-    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
-        let Some(item) = self.get(CLOSER_PK.into(), STATE_SK.into()).await? else {
-            return Ok(CloserProgress::default());
-        };
-        Ok(CloserProgress {
-            closed_through: number_attribute(&item, "closed_through")?.map(EventTime),
-            watermark: number_attribute(&item, "watermark")?.map(EventTime),
-        })
-    }
-
-    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
-        let PartialKey { pane, metric } = write.key;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(partial_pk(pane, write.shard)))
-            .key(SK, AttributeValue::S(metric.sort_key()))
-            .update_expression("ADD #count :count, sum_s :sum_s SET seq = :last, expires_at = :expires_at")
-            .condition_expression("attribute_not_exists(seq) OR seq < :first")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_values(":count", number(write.value.count))
-            .expression_attribute_values(":sum_s", number(write.value.sum_s))
-            .expression_attribute_values(":first", AttributeValue::S(write.first_seq.to_padded()))
-            .expression_attribute_values(":last", AttributeValue::S(write.last_seq.to_padded()))
-            .expression_attribute_values(":expires_at", number(write.expires_at.0))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(PartialWriteOutcome::Applied { capacity_units: capacity(out.consumed_capacity()) }),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
-                let UpdateItemError::ConditionalCheckFailedException(refused) = e.into_err() else { unreachable!() };
-                let item_seq = match refused.item().map(|item| seq_attribute(item, "seq")).transpose()?.flatten() {
-                    Some(seq) => seq,
-                    None => self.fence_of(write).await?,
-                };
-                // A refused write still costs one write unit.
-                Ok(PartialWriteOutcome::Fenced { item_seq, capacity_units: 1.0 })
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
-        }
-    }
-
-    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, AttributeValue::S(marker_pk(marker.window)))
-            .item(SK, AttributeValue::S(marker.shard.to_string()))
-            .item("window_start", number(marker.window.0))
-            .item("seq", AttributeValue::S(marker.seq.to_padded()))
-            .item(TTL_ATTRIBUTE, number(marker.expires_at.0))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| store_error("PutItem", e))?;
-        Ok(capacity(out.consumed_capacity()))
-    }
-
-    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(encode_shard_state(shard, state)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(seq) => put
-                .condition_expression("applied_seq = :expected")
-                .expression_attribute_values(":expected", AttributeValue::S(seq.to_padded())),
-        };
-        match put.send().await {
-            Ok(out) => Ok(SaveOutcome::Saved { capacity_units: capacity(out.consumed_capacity()) }),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                let current = self.load_shard_state(shard).await?.unwrap_or_default();
-                Ok(SaveOutcome::Conflict { current })
-            }
-            Err(e) => Err(store_error("PutItem", e)),
-        }
-    }
 }
 
 fn number(n: impl ToString) -> AttributeValue {
@@ -286,7 +190,21 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
             item.insert(name.to_owned(), value);
         }
     }
+    // A DynamoDB set cannot be empty: no attribute means no open pane.
+    if !state.open_panes.is_empty() {
+        item.insert("open_panes".to_owned(), AttributeValue::Ns(state.open_panes.iter().map(|p| p.0.to_string()).collect()));
+    }
     item
+}
+
+fn pane_set_attribute(item: &Item, name: &str) -> Result<BTreeSet<PaneStart>, StoreError> {
+    match item.get(name) {
+        None => Ok(BTreeSet::new()),
+        Some(AttributeValue::Ns(panes)) => {
+            panes.iter().map(|p| p.parse().map(PaneStart).map_err(|_| bad_item(name, "not an integer"))).collect()
+        }
+        Some(_) => Err(bad_item(name, "not a number set")),
+    }
 }
 
 fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
@@ -310,6 +228,7 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         },
         updated_at: number_attribute(item, "updated_at")?.map(WallTime),
         counters,
+        open_panes: pane_set_attribute(item, "open_panes")?,
     })
 }
 
@@ -347,6 +266,7 @@ mod tests {
         };
         state.counters.records = 10;
         state.counters.invalid.add(InvalidReason::NotUtf8, 2);
+        state.open_panes = [PaneStart(600), PaneStart(1200)].into();
         let item = encode_shard_state(&ShardId("shardId-000000000001".into()), &state);
         assert_eq!(item["pk"], AttributeValue::S("S#shardId-000000000001".into()));
         assert_eq!(decode_shard_state(&item).unwrap(), state);
@@ -356,6 +276,6 @@ mod tests {
     fn keys_follow_the_layout() {
         let shard = ShardId("shardId-000000000002".into());
         assert_eq!(partial_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
-        assert_eq!(marker_pk(WindowStart(600)), "R#600");
+        assert_eq!(marker_sk(WindowStart(600), &shard), "600#shardId-000000000002");
     }
 }

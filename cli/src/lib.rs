@@ -1,0 +1,78 @@
+//! `taxi-pipeline`, the pipeline's command-line tool. `main.rs` only parses
+//! the command line and reports errors; the work is here, so the integration
+//! tests can drive a replay into a stream of their choosing.
+//!
+//! - [`args`]: the command line.
+//! - [`input`]: reading TLC CSV or JSON-lines trips, plain or gzip.
+//! - [`replay`]: the reading thread and the Kinesis writer, wired together.
+//! - [`progress`]: the progress bar.
+
+pub mod args;
+pub mod input;
+pub mod progress;
+pub mod replay;
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use taxi_aws::kinesis_writer::{KinesisStream, WriterConfig};
+use taxi_core::replay::schedule::{FinalWatermark, TimeMode};
+
+use crate::args::{Cli, Command, ReplayArgs, TimeModeArg};
+use crate::progress::Progress;
+use crate::replay::{replay, FeedOptions};
+
+/// How far ahead of the wall clock a final watermark may go in `now` mode:
+/// under the aggregate function's default `FUTURE_TOLERANCE_SECONDS` (900).
+const LIVE_FINAL_WATERMARK_AHEAD_S: i64 = 600;
+
+/// Logs to stderr, level from `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Replay(args) => {
+            let (feed, config) = replay_settings(&args);
+            let mut sdk = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(region) = &args.region {
+                sdk = sdk.region(Region::new(region.clone()));
+            }
+            let client = aws_sdk_kinesis::Client::new(&sdk.load().await);
+            let stream = Arc::new(KinesisStream::new(client, &args.stream));
+            let summary = replay(feed, stream, config, Progress::new(!args.quiet)).await?;
+            summary.print();
+            Ok(())
+        }
+    }
+}
+
+/// The reading and writing settings of a replay command line.
+pub fn replay_settings(args: &ReplayArgs) -> (FeedOptions, WriterConfig) {
+    let time_mode = match args.time_mode {
+        TimeModeArg::Original => TimeMode::Original,
+        TimeModeArg::Now => TimeMode::Now,
+    };
+    let feed = FeedOptions {
+        input: args.input.clone(),
+        format: args.format,
+        speedup: args.speedup,
+        time_mode,
+        repeat: args.repeat,
+        horizon_s: args.horizon.as_secs() as i64,
+    };
+    let config = WriterConfig {
+        max_in_flight: usize::from(args.max_in_flight),
+        watermark_interval: args.watermark_interval,
+        shard_refresh: args.shard_refresh,
+        max_attempts: args.max_attempts,
+        final_watermark: FinalWatermark {
+            advance_s: args.final_watermark_advance.as_secs() as i64,
+            max_ahead_of_wall_s: (time_mode == TimeMode::Now).then_some(LIVE_FINAL_WATERMARK_AHEAD_S),
+        },
+        ..WriterConfig::default()
+    };
+    (feed, config)
+}

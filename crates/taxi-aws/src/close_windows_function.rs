@@ -1,0 +1,142 @@
+//! The close-windows function: run by a schedule, it keeps closing windows
+//! for a while (re-checking every few seconds, so a window appears soon after
+//! the watermark passes it) and stops cleanly before its deadline.
+
+use std::time::Duration;
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
+use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, DocumentSink, ShardSource};
+use taxi_core::metrics::close_report_emf;
+use taxi_core::time::{EventTime, WallTime};
+
+use crate::config::{sdk_config, CloseWindowsConfig, SearchAuthMode};
+use crate::dynamo::DynamoStore;
+use crate::kinesis::KinesisShards;
+use crate::search::{SearchAuth, SearchConfig, SearchSink};
+use crate::telemetry::init_lambda_logging;
+
+/// Time kept free before the deadline: no window is started after it.
+pub const SAFETY_MARGIN_MS: i64 = 3_000;
+
+/// How one invocation repeats its passes.
+#[derive(Clone, Copy, Debug)]
+pub struct Repeat {
+    pub recheck_interval: Duration,
+    pub keep_running: Duration,
+}
+
+/// Runs passes until `keep_running` has elapsed or the deadline nears; one
+/// EMF line per pass (when `namespace` is given). Returns the summary.
+pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
+    closer: &Closer<St, Sh, Si>,
+    deadline: WallTime,
+    repeat: Repeat,
+    metrics: Option<(&str, &str)>,
+) -> Value {
+    let started = WallTime::now();
+    let mut total = CloseReport::default();
+    let mut passes = 0;
+    loop {
+        let report = closer.run_once(&WallTime::now, deadline).await;
+        passes += 1;
+        if let Some((namespace, function)) = metrics {
+            println!("{}", close_report_emf(&report, namespace, function, WallTime::now().0));
+        }
+        total.windows_closed += report.windows_closed;
+        total.windows_reemitted += report.windows_reemitted;
+        total.documents_indexed += report.documents_indexed;
+        total.documents_retried += report.documents_retried;
+        total.dead_letters += report.dead_letters;
+        total.windows_left_open = report.windows_left_open;
+        total.closed_through = report.closed_through;
+        total.error = report.error.clone();
+        total.global = report.global.clone();
+        total.lease_held_elsewhere = report.lease_held_elsewhere;
+        let now = WallTime::now();
+        let interval = repeat.recheck_interval.as_millis() as i64;
+        let ran = now.0 - started.0;
+        if ran + interval > repeat.keep_running.as_millis() as i64 || now.0 + interval + SAFETY_MARGIN_MS >= deadline.0 {
+            break;
+        }
+        tokio::time::sleep(repeat.recheck_interval).await;
+    }
+    json!({
+        "passes": passes,
+        "windows_closed": total.windows_closed,
+        "windows_reemitted": total.windows_reemitted,
+        "windows_left_open": total.windows_left_open,
+        "documents_indexed": total.documents_indexed,
+        "documents_retried": total.documents_retried,
+        "dead_letters": total.dead_letters,
+        "closed_through": total.closed_through.map(EventTime::to_rfc3339),
+        "watermark": total.global.as_ref().and_then(|g| g.watermark).map(EventTime::to_rfc3339),
+        "lease_held_elsewhere": total.lease_held_elsewhere,
+        "error": total.error,
+    })
+}
+
+/// Builds the closer from the configuration and the default AWS chain.
+pub async fn closer_from_config(
+    config: &CloseWindowsConfig,
+    owner: String,
+) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
+    let sdk = sdk_config(config.dynamodb_max_attempts).await;
+    let auth = match &config.auth {
+        SearchAuthMode::None => SearchAuth::None,
+        SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
+        SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
+            service: *service,
+            region: sdk.region().map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
+            credentials: sdk.credentials_provider().ok_or("SigV4 needs AWS credentials, and none were found")?,
+        },
+    };
+    let sink = SearchSink::new(SearchConfig {
+        endpoint: config.es_endpoint.clone(),
+        auth,
+        documents: config.documents.clone(),
+        limits: config.limits,
+        gzip: config.gzip,
+        tls_skip_verify: config.tls_skip_verify,
+        request_timeout: Duration::from_secs(30),
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(Closer {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name.clone()),
+        shards: KinesisShards { client: aws_sdk_kinesis::Client::new(&sdk), stream: config.stream_name.clone() },
+        sink,
+        settings: CloserSettings {
+            window: config.window,
+            documents: config.documents.clone(),
+            idle_timeout_ms: config.idle_timeout_s * 1000,
+            safety_margin_ms: SAFETY_MARGIN_MS,
+            owner,
+        },
+    })
+}
+
+/// The Lambda entry point.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    init_lambda_logging();
+    let config = CloseWindowsConfig::from_env().map_err(|e| {
+        tracing::error!("{e}");
+        e.to_string()
+    })?;
+    // The execution environment's log stream is unique: a good lease owner.
+    let owner = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| format!("close-windows-{}", fastrand::u64(..)));
+    let closer = closer_from_config(&config, owner).await.map_err(|e| {
+        tracing::error!("{e}");
+        e
+    })?;
+    let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "close-windows".into());
+    let repeat = Repeat {
+        recheck_interval: Duration::from_secs(config.recheck_interval_s),
+        keep_running: Duration::from_secs(config.keep_running_s),
+    };
+    let (closer, config, function_name) = (&closer, &config, function_name.as_str());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = WallTime(event.context.deadline as i64);
+        Ok::<_, lambda_runtime::Error>(close_windows(closer, deadline, repeat, Some((&config.metrics_namespace, function_name))).await)
+    }))
+    .await
+}

@@ -1,0 +1,259 @@
+//! The close-windows function's store: shard states, the closer state with
+//! its lease, partials, re-emit markers and dead letters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use taxi_core::aggregate::{MetricKey, PartialValue};
+use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::shard::{ShardId, ShardState};
+use taxi_core::store::StoreError;
+use taxi_core::time::{EventTime, WallTime};
+use taxi_core::window::{PaneStart, WindowStart};
+
+use super::{
+    counter_attribute, decode_shard_state, number, number_attribute, partial_pk, seq_attribute, shard_state_pk, store_error, DynamoStore,
+    Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK,
+};
+
+/// BatchGetItem takes at most 100 keys.
+const BATCH_GET_KEYS: usize = 100;
+/// Rounds of retrying keys DynamoDB left unprocessed (throttling) before giving up.
+const UNPROCESSED_ROUNDS: u32 = 8;
+
+fn is_conditional_failure<E>(error: &SdkError<E, impl std::fmt::Debug>, check: impl Fn(&E) -> bool) -> bool {
+    error.as_service_error().is_some_and(check)
+}
+
+fn text_attribute<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl DynamoStore {
+    fn closer_update(&self) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(CLOSER_PK.into()))
+            .key(SK, AttributeValue::S(STATE_SK.into()))
+    }
+
+    /// All pages of a query on one partition key, consistent.
+    async fn query_partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut items = Vec::new();
+        while let Some(item) = pages.next().await {
+            items.push(item.map_err(|e| store_error("Query", e))?);
+        }
+        Ok(items)
+    }
+}
+
+impl CloserStore for DynamoStore {
+    async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        let mut states = BTreeMap::new();
+        for chunk in shards.chunks(BATCH_GET_KEYS) {
+            let keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|shard| {
+                    [(PK.to_owned(), AttributeValue::S(shard_state_pk(shard))), (SK.to_owned(), AttributeValue::S(STATE_SK.into()))].into()
+                })
+                .collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            for round in 0.. {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request.clone())
+                    .send()
+                    .await
+                    .map_err(|e| store_error("BatchGetItem", e))?;
+                for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                    let shard =
+                        text_attribute(item, "shard_id").ok_or_else(|| StoreError::Rejected("a shard state has no shard_id".into()))?;
+                    states.insert(ShardId(shard.to_owned()), decode_shard_state(item)?);
+                }
+                match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    Some(rest) if !rest.keys().is_empty() => {
+                        if round >= UNPROCESSED_ROUNDS {
+                            return Err(StoreError::Throttled("BatchGetItem kept leaving shard states unprocessed".into()));
+                        }
+                        request = rest.clone();
+                        tokio::time::sleep(Duration::from_millis(50 << round)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(states)
+    }
+
+    async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+        let Some(item) = self.get(CLOSER_PK.into(), STATE_SK.into()).await? else {
+            return Ok(CloserState::default());
+        };
+        let first_seen = match item.get("first_seen") {
+            Some(AttributeValue::M(map)) => map
+                .iter()
+                .map(|(shard, t)| match t {
+                    AttributeValue::N(n) => n
+                        .parse()
+                        .map(|ms| (ShardId(shard.clone()), WallTime(ms)))
+                        .map_err(|_| StoreError::Rejected("bad first_seen".into())),
+                    _ => Err(StoreError::Rejected("bad first_seen".into())),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => BTreeMap::new(),
+        };
+        Ok(CloserState {
+            closed_through: number_attribute(&item, "closed_through")?.map(EventTime),
+            watermark: number_attribute(&item, "watermark")?.map(EventTime),
+            first_seen,
+        })
+    }
+
+    async fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> Result<bool, StoreError> {
+        let result = self
+            .closer_update()
+            .update_expression("SET lease_owner = :owner, lease_until = :until")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.into()))
+            .expression_attribute_values(":until", number(until.0))
+            .expression_attribute_values(":now", number(now.0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(false),
+            Err(e) => Err(store_error("UpdateItem (lease)", e)),
+        }
+    }
+
+    async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .closer_update()
+            .update_expression("SET lease_until = :zero")
+            .condition_expression("lease_owner = :owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.into()))
+            .expression_attribute_values(":zero", number(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
+            Err(e) => Err(store_error("UpdateItem (lease)", e)),
+        }
+    }
+
+    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        self.query_partition(partial_pk(pane, shard))
+            .await?
+            .iter()
+            .map(|item| {
+                let key = text_attribute(item, SK)
+                    .and_then(MetricKey::parse_sort_key)
+                    .ok_or_else(|| StoreError::Rejected("a partial has a bad sort key".into()))?;
+                Ok((key, PartialValue { count: counter_attribute(item, "count")?, sum_s: counter_attribute(item, "sum_s")? }))
+            })
+            .collect()
+    }
+
+    async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+        self.query_partition(MARKER_PK.into())
+            .await?
+            .iter()
+            .map(|item| {
+                let bad = || StoreError::Rejected("a re-emit marker is malformed".into());
+                Ok(StoredMarker {
+                    window: WindowStart(number_attribute(item, "window_start")?.ok_or_else(bad)?),
+                    shard: ShardId(text_attribute(item, "shard_id").ok_or_else(bad)?.to_owned()),
+                    seq: seq_attribute(item, "seq")?.ok_or_else(bad)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(MARKER_PK.into()))
+            .key(SK, AttributeValue::S(super::marker_sk(marker.window, &marker.shard)))
+            .condition_expression("seq = :seq")
+            .expression_attribute_values(":seq", AttributeValue::S(marker.seq.to_padded()))
+            .send()
+            .await;
+        match result {
+            // Touched again by newer late data: it stays, for the next run.
+            Err(e) if is_conditional_failure(&e, DeleteItemError::is_conditional_check_failed_exception) => Ok(()),
+            other => other.map(|_| ()).map_err(|e| store_error("DeleteItem", e)),
+        }
+    }
+
+    async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+        let result = self
+            .closer_update()
+            .update_expression("SET closed_through = :through, watermark = :watermark, closed_through_iso = :iso")
+            .condition_expression("attribute_not_exists(closed_through) OR closed_through < :through")
+            .expression_attribute_values(":through", number(closed_through.0))
+            .expression_attribute_values(":watermark", number(watermark.0))
+            .expression_attribute_values(":iso", AttributeValue::S(closed_through.to_rfc3339()))
+            .send()
+            .await;
+        match result {
+            // Another closer got there first: never backwards.
+            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
+            other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closed_through)", e)),
+        }
+    }
+
+    async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+        let map = first_seen.iter().map(|(shard, t)| (shard.to_string(), number(t.0))).collect();
+        self.closer_update()
+            .update_expression("SET first_seen = :first_seen")
+            .expression_attribute_values(":first_seen", AttributeValue::M(map))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("UpdateItem (first_seen)", e))
+    }
+
+    async fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> Result<(), StoreError> {
+        for letter in letters {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item(PK, AttributeValue::S(format!("DLQ#{}", letter.document.index)))
+                .item(SK, AttributeValue::S(letter.document.id.clone()))
+                .item("document", AttributeValue::S(letter.document.source.to_string()))
+                .item("status", number(letter.status))
+                .item("reason", AttributeValue::S(letter.reason.clone()))
+                .item("failed_at", number(now.0))
+                .send()
+                .await
+                .map_err(|e| store_error("PutItem (dead letter)", e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The close-windows algorithm over small traits for its three edges: the
+//! shard set (Kinesis), the state (DynamoDB) and the documents' sink
+//! (Elasticsearch / OpenSearch).
+//!
+//! One run:
+//! 1. take the lease (normally one closer at a time; correctness does not
+//!    depend on it, since every document has a deterministic `_id` and
+//!    `closed_through` only moves forward, conditionally);
+//! 2. list the shards, read their states and the closer state, and decide the
+//!    global watermark (see [`crate::closing::global_watermark`]);
+//! 3. re-emit the windows that late data marked, then close every window the
+//!    watermark has passed, oldest first: read its partials over every shard,
+//!    merge, build the documents, index them, and only then move
+//!    `closed_through` past it;
+//! 4. stop before the deadline, keeping what is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::aggregate::{MetricKey, PartialValue};
+use crate::closing::{closable_through, global_watermark, merge, windows_to_close, GlobalWatermark};
+use crate::documents::{window_documents, Document, DocumentSettings};
+use crate::seq::SeqNum;
+use crate::shard::{ShardId, ShardState, StreamShard};
+use crate::store::StoreError;
+use crate::time::{EventTime, WallTime};
+use crate::window::{PaneStart, WindowSpec, WindowStart};
+
+/// Partial reads in flight while closing one window.
+const READ_CONCURRENCY: usize = 8;
+
+/// The closer's own durable state (item `C` / `STATE`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloserState {
+    pub closed_through: Option<EventTime>,
+    pub watermark: Option<EventTime>,
+    pub first_seen: BTreeMap<ShardId, WallTime>,
+}
+
+/// A re-emit marker as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMarker {
+    pub window: WindowStart,
+    pub shard: ShardId,
+    pub seq: SeqNum,
+}
+
+/// A document the sink refused for good, kept so that nothing disappears.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub document: Document,
+    pub status: u16,
+    pub reason: String,
+}
+
+/// The closer's view of the DynamoDB table.
+pub trait CloserStore: Send + Sync {
+    fn load_shard_states(&self, shards: &[ShardId]) -> impl Future<Output = Result<BTreeMap<ShardId, ShardState>, StoreError>> + Send;
+    fn load_closer_state(&self) -> impl Future<Output = Result<CloserState, StoreError>> + Send;
+    /// Takes or renews the lease; false if another owner holds it.
+    fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_lease(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn read_partials(
+        &self,
+        pane: PaneStart,
+        shard: &ShardId,
+    ) -> impl Future<Output = Result<Vec<(MetricKey, PartialValue)>, StoreError>> + Send;
+    fn list_reemit_markers(&self) -> impl Future<Output = Result<Vec<StoredMarker>, StoreError>> + Send;
+    /// Deletes the marker unless late data has touched it again since it was read.
+    fn delete_reemit_marker(&self, marker: &StoredMarker) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Moves `closed_through` forward (never back) and records the watermark.
+    fn advance_closed_through(
+        &self,
+        closed_through: EventTime,
+        watermark: EventTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The stream's shard set.
+pub trait ShardSource: Send + Sync {
+    fn list_shards(&self) -> impl Future<Output = Result<Vec<StreamShard>, SourceError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("listing the shards failed: {0}")]
+pub struct SourceError(pub String);
+
+/// What indexing one window's documents achieved.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IndexReport {
+    pub indexed: u64,
+    /// Documents sent again after a 429 / 5xx.
+    pub retried: u64,
+    pub rejected: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The endpoint is down or kept refusing until the time ran out: the
+    /// window stays open and is tried again on the next run.
+    #[error("the search endpoint is unavailable (the window stays open): {0}")]
+    Unavailable(String),
+    /// Authentication or configuration: retrying will not help.
+    #[error("the search endpoint refused the requests (fix the configuration): {0}")]
+    Refused(String),
+}
+
+/// Where the documents go.
+pub trait DocumentSink: Send + Sync {
+    /// Indexes all the documents, retrying what can be retried until `deadline`.
+    fn index(&self, documents: &[Document], deadline: WallTime) -> impl Future<Output = Result<IndexReport, SinkError>> + Send;
+}
+
+/// The closer's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloserSettings {
+    pub window: WindowSpec,
+    pub documents: DocumentSettings,
+    pub idle_timeout_ms: i64,
+    /// Time kept free before the deadline: no window is started after it.
+    pub safety_margin_ms: i64,
+    pub owner: String,
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CloseReport {
+    pub lease_held_elsewhere: bool,
+    pub global: Option<GlobalWatermark>,
+    pub closed_through: Option<EventTime>,
+    pub windows_closed: u64,
+    pub windows_reemitted: u64,
+    pub documents_indexed: u64,
+    pub documents_retried: u64,
+    pub dead_letters: u64,
+    /// Windows the watermark had passed but that stay open for now.
+    pub windows_left_open: u64,
+    pub error: Option<String>,
+}
+
+pub struct Closer<St, Sh, Si> {
+    pub store: St,
+    pub shards: Sh,
+    pub sink: Si,
+    pub settings: CloserSettings,
+}
+
+impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
+    /// One run; `clock` gives the wall time (taken again before each window).
+    pub async fn run_once(&self, clock: &(dyn Fn() -> WallTime + Sync), deadline: WallTime) -> CloseReport {
+        let mut report = CloseReport::default();
+        if let Err(e) = self.run(clock, deadline, &mut report).await {
+            tracing::error!("closing windows stopped: {e}");
+            report.error = Some(e);
+        }
+        if !report.lease_held_elsewhere {
+            if let Err(e) = self.store.release_lease(&self.settings.owner).await {
+                tracing::warn!("releasing the lease failed (it expires by itself): {e}");
+            }
+        }
+        report
+    }
+
+    async fn run(&self, clock: &(dyn Fn() -> WallTime + Sync), deadline: WallTime, report: &mut CloseReport) -> Result<(), String> {
+        let s = &self.settings;
+        let now = clock();
+        // The lease lasts until this run's deadline, so a closer that dies frees it by then.
+        if !self.store.acquire_lease(&s.owner, now, deadline).await.map_err(|e| e.to_string())? {
+            report.lease_held_elsewhere = true;
+            return Ok(());
+        }
+        let shards = self.shards.list_shards().await.map_err(|e| e.to_string())?;
+        let mut ids: BTreeSet<ShardId> = shards.iter().map(|s| s.id.clone()).collect();
+        let ids_vec: Vec<ShardId> = ids.iter().cloned().collect();
+        let states = self.store.load_shard_states(&ids_vec).await.map_err(|e| e.to_string())?;
+        let closer = self.store.load_closer_state().await.map_err(|e| e.to_string())?;
+        let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idle_timeout_ms);
+        if global.first_seen != closer.first_seen {
+            self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;
+        }
+        report.closed_through = closer.closed_through;
+        let watermark = global.watermark;
+        let verdicts: Vec<String> = global.verdicts.iter().map(|(id, v)| format!("{id}={}", v.name())).collect();
+        tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
+        report.global = Some(global);
+        ids.extend(states.keys().cloned());
+        let shard_ids: Vec<ShardId> = ids.into_iter().collect();
+
+        // Late data first: those windows are older than any still open.
+        let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
+        let mut by_window: BTreeMap<WindowStart, Vec<StoredMarker>> = BTreeMap::new();
+        for marker in markers {
+            by_window.entry(marker.window).or_default().push(marker);
+        }
+        for (window, markers) in by_window {
+            if self.out_of_time(clock, deadline) {
+                return Ok(());
+            }
+            self.emit_window(window, &shard_ids, clock, deadline, report).await?;
+            for marker in &markers {
+                self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
+            }
+            report.windows_reemitted += 1;
+        }
+
+        let Some(watermark) = watermark else { return Ok(()) };
+        let panes = states.values().flat_map(|state| state.open_panes.iter().copied());
+        let windows = windows_to_close(&s.window, panes, closer.closed_through, watermark);
+        for (i, window) in windows.iter().enumerate() {
+            if self.out_of_time(clock, deadline) {
+                report.windows_left_open = (windows.len() - i) as u64;
+                return Ok(());
+            }
+            if let Err(e) = self.emit_window(*window, &shard_ids, clock, deadline, report).await {
+                report.windows_left_open = (windows.len() - i) as u64;
+                return Err(e);
+            }
+            let end = s.window.window_end(*window);
+            self.store.advance_closed_through(end, watermark).await.map_err(|e| e.to_string())?;
+            report.closed_through = Some(end);
+            report.windows_closed += 1;
+        }
+        // Every window with data up to the watermark is closed; empty ones need nothing.
+        let through = closable_through(&s.window, watermark);
+        if closer.closed_through.is_none_or(|c| through > c) {
+            self.store.advance_closed_through(through, watermark).await.map_err(|e| e.to_string())?;
+            report.closed_through = Some(through);
+        }
+        Ok(())
+    }
+
+    fn out_of_time(&self, clock: &(dyn Fn() -> WallTime + Sync), deadline: WallTime) -> bool {
+        clock().0 + self.settings.safety_margin_ms >= deadline.0
+    }
+
+    /// Reads, merges, builds and indexes one window; dead-letters what the sink refused for good.
+    async fn emit_window(
+        &self,
+        window: WindowStart,
+        shards: &[ShardId],
+        clock: &(dyn Fn() -> WallTime + Sync),
+        deadline: WallTime,
+        report: &mut CloseReport,
+    ) -> Result<(), String> {
+        let s = &self.settings;
+        let reads: Vec<(PaneStart, &ShardId)> =
+            s.window.panes_of(window).flat_map(|pane| shards.iter().map(move |shard| (pane, shard))).collect();
+        let partials: Vec<Vec<(MetricKey, PartialValue)>> =
+            stream::iter(reads.into_iter().map(|(pane, shard)| self.store.read_partials(pane, shard)))
+                .buffer_unordered(READ_CONCURRENCY)
+                .try_collect()
+                .await
+                .map_err(|e| e.to_string())?;
+        let merged = merge(partials.into_iter().flatten());
+        let documents = window_documents(&s.window, window, &merged, &s.documents);
+        let indexed = self.sink.index(&documents, WallTime(deadline.0 - s.safety_margin_ms / 2)).await.map_err(|e| e.to_string())?;
+        if !indexed.rejected.is_empty() {
+            for letter in &indexed.rejected {
+                tracing::error!(index = %letter.document.index, id = %letter.document.id, status = letter.status, reason = %letter.reason, "document rejected; kept as a dead letter");
+            }
+            self.store.put_dead_letters(&indexed.rejected, clock()).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!(window = %EventTime(window.0).to_rfc3339(), documents = documents.len(), retried = indexed.retried, rejected = indexed.rejected.len(), "window emitted");
+        report.documents_indexed += indexed.indexed;
+        report.documents_retried += indexed.retried;
+        report.dead_letters += indexed.rejected.len() as u64;
+        Ok(())
+    }
+}

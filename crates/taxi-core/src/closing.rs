@@ -1,0 +1,289 @@
+//! What the closer may close: the global watermark over the live shards, the
+//! windows it has passed, and the merge of their partials.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::aggregate::{MetricKey, PartialValue};
+use crate::shard::{ShardId, ShardState, StreamShard};
+use crate::time::{EventTime, WallTime};
+use crate::window::{PaneStart, WindowSpec, WindowStart};
+
+/// How one shard counts towards the global watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardVerdict {
+    /// Reporting: its watermark counts (`None` holds every window back).
+    Live { watermark: Option<EventTime> },
+    /// No state yet (a new shard, or a child after a reshard): holds every
+    /// window back until it reports or stays silent past the idle timeout.
+    Awaiting { since: WallTime },
+    /// No report for longer than the idle timeout: left out; when it comes
+    /// back, what it brings for closed windows is late data.
+    Idle,
+    /// A shard without state that stayed silent past the idle timeout.
+    NeverReported,
+    /// Closed by a reshard, and its children have started: Kinesis hands a
+    /// parent to the function to its end before any child, so it is drained.
+    Retired,
+}
+
+impl ShardVerdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ShardVerdict::Live { .. } => "live",
+            ShardVerdict::Awaiting { .. } => "awaiting",
+            ShardVerdict::Idle => "idle",
+            ShardVerdict::NeverReported => "never_reported",
+            ShardVerdict::Retired => "retired",
+        }
+    }
+}
+
+/// The outcome of the watermark decision table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalWatermark {
+    /// Every window ending at or before this may close; `None`: none may.
+    pub watermark: Option<EventTime>,
+    pub verdicts: BTreeMap<ShardId, ShardVerdict>,
+    /// When each shard without state was first seen, to keep for next time.
+    pub first_seen: BTreeMap<ShardId, WallTime>,
+    /// Every shard was idle, so the ones that fell silent last decided.
+    pub all_idle: bool,
+}
+
+/// The minimum watermark over the live shards of the stream.
+///
+/// When every shard is idle (the end of a replay, a quiet night), idleness
+/// is judged among the shards themselves: those that fell silent within the
+/// idle timeout of the last one decide, so the final watermark events close
+/// the last windows while a shard silent for hours does not drag anything back.
+pub fn global_watermark(
+    shards: &[StreamShard],
+    states: &BTreeMap<ShardId, ShardState>,
+    first_seen: &BTreeMap<ShardId, WallTime>,
+    now: WallTime,
+    idle_timeout_ms: i64,
+) -> GlobalWatermark {
+    let child_started = |parent: &ShardId| shards.iter().any(|s| s.parents().any(|p| p == parent) && states.contains_key(&s.id));
+    let mut verdicts = BTreeMap::new();
+    let mut seen = BTreeMap::new();
+    for shard in shards {
+        let verdict = match states.get(&shard.id) {
+            _ if shard.closed && child_started(&shard.id) => ShardVerdict::Retired,
+            Some(state) if state.updated_at.is_none_or(|t| now.0 - t.0 > idle_timeout_ms) => ShardVerdict::Idle,
+            Some(state) => ShardVerdict::Live { watermark: state.watermark.watermark },
+            None => {
+                let since = first_seen.get(&shard.id).copied().unwrap_or(now);
+                seen.insert(shard.id.clone(), since);
+                if now.0 - since.0 > idle_timeout_ms {
+                    ShardVerdict::NeverReported
+                } else {
+                    ShardVerdict::Awaiting { since }
+                }
+            }
+        };
+        verdicts.insert(shard.id.clone(), verdict);
+    }
+
+    let deciding: Vec<Option<EventTime>> = verdicts
+        .values()
+        .filter_map(|v| match v {
+            ShardVerdict::Live { watermark } => Some(*watermark),
+            ShardVerdict::Awaiting { .. } => Some(None),
+            _ => None,
+        })
+        .collect();
+    let all_idle = deciding.is_empty() && verdicts.values().any(|v| *v == ShardVerdict::Idle);
+    let watermark = if all_idle {
+        let idle: Vec<&ShardState> = verdicts.iter().filter(|(_, v)| **v == ShardVerdict::Idle).map(|(id, _)| &states[id]).collect();
+        let last_report = idle.iter().filter_map(|s| s.updated_at).max();
+        let fell_silent_last = idle.iter().filter(|s| match (s.updated_at, last_report) {
+            (Some(t), Some(last)) => last.0 - t.0 <= idle_timeout_ms,
+            _ => false,
+        });
+        minimum(fell_silent_last.map(|s| s.watermark.watermark))
+    } else {
+        minimum(deciding.into_iter())
+    };
+    GlobalWatermark { watermark, verdicts, first_seen: seen, all_idle }
+}
+
+/// The minimum, where any `None` (a shard that has promised nothing) wins, and
+/// no shard at all means no watermark.
+fn minimum(watermarks: impl Iterator<Item = Option<EventTime>>) -> Option<EventTime> {
+    let mut result: Option<Option<EventTime>> = None;
+    for w in watermarks {
+        result = Some(match (result, w) {
+            (None, w) => w,
+            (Some(None), _) | (Some(_), None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.min(b)),
+        });
+    }
+    result.flatten()
+}
+
+/// Windows that hold data (contain one of `panes`) and that the watermark has
+/// passed since `closed_through`, oldest first.
+pub fn windows_to_close(
+    spec: &WindowSpec,
+    panes: impl IntoIterator<Item = PaneStart>,
+    closed_through: Option<EventTime>,
+    watermark: EventTime,
+) -> Vec<WindowStart> {
+    let windows: BTreeSet<WindowStart> = panes
+        .into_iter()
+        .flat_map(|pane| spec.windows_containing(pane).collect::<Vec<_>>())
+        .filter(|w| {
+            let end = spec.window_end(*w);
+            end <= watermark && closed_through.is_none_or(|c| end > c)
+        })
+        .collect();
+    windows.into_iter().collect()
+}
+
+/// The end of the last window the watermark has passed: once every window
+/// with data up to there is closed, `closed_through` may move here.
+pub fn closable_through(spec: &WindowSpec, watermark: EventTime) -> EventTime {
+    EventTime(watermark.0.div_euclid(spec.slide_s()) * spec.slide_s())
+}
+
+/// Partials of one window (any panes, any shards), merged per key.
+pub fn merge(partials: impl IntoIterator<Item = (MetricKey, PartialValue)>) -> BTreeMap<MetricKey, PartialValue> {
+    let mut merged: BTreeMap<MetricKey, PartialValue> = BTreeMap::new();
+    for (key, value) in partials {
+        merged.entry(key).or_default().add(value);
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::{Airport, Cell};
+    use crate::watermark::ShardWatermark;
+
+    const TIMEOUT: i64 = 60_000;
+    const NOW: WallTime = WallTime(1_000_000);
+
+    fn shard(id: &str, parent: Option<&str>, closed: bool) -> StreamShard {
+        StreamShard {
+            id: ShardId(id.into()),
+            parent: parent.map(|p| ShardId(p.into())),
+            adjacent_parent: None,
+            starting_hash_key: "0".into(),
+            closed,
+        }
+    }
+
+    fn state(watermark: Option<i64>, reported_ms_ago: i64) -> ShardState {
+        ShardState {
+            watermark: ShardWatermark { watermark: watermark.map(EventTime), ..Default::default() },
+            updated_at: Some(WallTime(NOW.0 - reported_ms_ago)),
+            ..Default::default()
+        }
+    }
+
+    fn decide(shards: &[StreamShard], states: &[(&str, ShardState)], first_seen: &[(&str, i64)]) -> GlobalWatermark {
+        let states = states.iter().map(|(id, s)| (ShardId(id.to_string()), s.clone())).collect();
+        let first_seen = first_seen.iter().map(|(id, t)| (ShardId(id.to_string()), WallTime(*t))).collect();
+        global_watermark(shards, &states, &first_seen, NOW, TIMEOUT)
+    }
+
+    fn verdict(g: &GlobalWatermark, id: &str) -> ShardVerdict {
+        g.verdicts[&ShardId(id.into())].clone()
+    }
+
+    #[test]
+    fn minimum_over_live_shards() {
+        let shards = [shard("a", None, false), shard("b", None, false)];
+        let g = decide(&shards, &[("a", state(Some(500), 0)), ("b", state(Some(300), 1000))], &[]);
+        assert_eq!(g.watermark, Some(EventTime(300)));
+        assert_eq!(verdict(&g, "a"), ShardVerdict::Live { watermark: Some(EventTime(500)) });
+    }
+
+    #[test]
+    fn a_live_shard_without_a_watermark_holds_everything_back() {
+        let shards = [shard("a", None, false), shard("b", None, false)];
+        let g = decide(&shards, &[("a", state(Some(500), 0)), ("b", state(None, 0))], &[]);
+        assert_eq!(g.watermark, None);
+    }
+
+    #[test]
+    fn idle_shard_is_left_out() {
+        let shards = [shard("a", None, false), shard("b", None, false)];
+        let g = decide(&shards, &[("a", state(Some(500), 0)), ("b", state(Some(100), TIMEOUT + 1))], &[]);
+        assert_eq!(verdict(&g, "b"), ShardVerdict::Idle);
+        assert_eq!(g.watermark, Some(EventTime(500)));
+        assert!(!g.all_idle);
+    }
+
+    #[test]
+    fn new_shard_holds_back_until_it_reports_or_times_out() {
+        let shards = [shard("a", None, false), shard("new", None, false)];
+        let g = decide(&shards, &[("a", state(Some(500), 0))], &[]);
+        assert_eq!(verdict(&g, "new"), ShardVerdict::Awaiting { since: NOW });
+        assert_eq!(g.watermark, None);
+        assert_eq!(g.first_seen.get(&ShardId("new".into())), Some(&NOW), "first sighting is remembered");
+
+        let g = decide(&shards, &[("a", state(Some(500), 0))], &[("new", NOW.0 - TIMEOUT - 1)]);
+        assert_eq!(verdict(&g, "new"), ShardVerdict::NeverReported);
+        assert_eq!(g.watermark, Some(EventTime(500)));
+    }
+
+    #[test]
+    fn closed_parent_counts_until_its_children_start() {
+        let shards = [shard("p", None, true), shard("c1", Some("p"), false), shard("c2", Some("p"), false)];
+        // Children have no state yet: the parent still counts, children hold back.
+        let g = decide(&shards, &[("p", state(Some(400), 0))], &[]);
+        assert_eq!(verdict(&g, "p"), ShardVerdict::Live { watermark: Some(EventTime(400)) });
+        assert_eq!(g.watermark, None);
+        // Both children waited out their timeout: the parent alone decides.
+        let old = NOW.0 - TIMEOUT - 1;
+        let g = decide(&shards, &[("p", state(Some(400), 0))], &[("c1", old), ("c2", old)]);
+        assert_eq!(g.watermark, Some(EventTime(400)));
+        // One child started: the parent is drained and leaves; the other child still holds back.
+        let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0))], &[]);
+        assert_eq!(verdict(&g, "p"), ShardVerdict::Retired);
+        assert_eq!(g.watermark, None);
+        let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0)), ("c2", state(Some(700), 0))], &[]);
+        assert_eq!(g.watermark, Some(EventTime(700)));
+    }
+
+    #[test]
+    fn when_all_are_idle_the_last_to_fall_silent_decide() {
+        let shards = [shard("a", None, false), shard("b", None, false), shard("stale", None, false)];
+        let g = decide(
+            &shards,
+            &[("a", state(Some(900), TIMEOUT + 10)), ("b", state(Some(800), TIMEOUT + 5_000)), ("stale", state(Some(100), 10 * TIMEOUT))],
+            &[],
+        );
+        assert!(g.all_idle);
+        assert_eq!(g.watermark, Some(EventTime(800)), "the stale shard does not drag it back");
+        assert_eq!(decide(&[], &[], &[]).watermark, None, "no shard, no watermark");
+    }
+
+    #[test]
+    fn windows_to_close_are_the_passed_windows_with_data() {
+        let spec = WindowSpec::tumbling(600).unwrap();
+        let panes = [PaneStart(0), PaneStart(600), PaneStart(1800), PaneStart(2400)];
+        assert_eq!(windows_to_close(&spec, panes, None, EventTime(2400)), vec![WindowStart(0), WindowStart(600), WindowStart(1800)]);
+        assert_eq!(windows_to_close(&spec, panes, Some(EventTime(1200)), EventTime(2400)), vec![WindowStart(1800)]);
+        assert_eq!(windows_to_close(&spec, panes, Some(EventTime(1200)), EventTime(2399)), vec![]);
+        assert_eq!(closable_through(&spec, EventTime(2399)), EventTime(1800));
+
+        let sliding = WindowSpec::new(1200, 600).unwrap();
+        assert_eq!(windows_to_close(&sliding, [PaneStart(600)], None, EventTime(3000)), vec![WindowStart(0), WindowStart(600)]);
+        assert_eq!(windows_to_close(&sliding, [PaneStart(600)], Some(EventTime(1200)), EventTime(3000)), vec![WindowStart(600)]);
+    }
+
+    #[test]
+    fn merging_adds_exactly() {
+        let cell = Cell::parse("dr5ru7").unwrap();
+        let merged = merge([
+            (MetricKey::Pickups(cell), PartialValue { count: 2, sum_s: 100 }),
+            (MetricKey::Airport(Airport::Jfk), PartialValue { count: 1, sum_s: 1800 }),
+            (MetricKey::Pickups(cell), PartialValue { count: 3, sum_s: 50 }),
+        ]);
+        assert_eq!(merged[&MetricKey::Pickups(cell)], PartialValue { count: 5, sum_s: 150 });
+        assert_eq!(merged.len(), 2);
+    }
+}

@@ -1,0 +1,201 @@
+//! The documents of a closed window, as indexed in Elasticsearch / OpenSearch.
+//!
+//! Field names stay compatible with the reference dashboard (`location`,
+//! `pickup_count`, `timestamp`, `airport_code`, `sum_trip_duration`,
+//! `avg_trip_duration`). Durations are in seconds. `_id`s are deterministic
+//! (metric, window start, window size, key), so re-closing or re-emitting a
+//! window overwrites its documents instead of adding new ones.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::aggregate::{MetricKey, PartialValue};
+use crate::geo::{Airport, Cell};
+use crate::window::{WindowSpec, WindowStart};
+
+/// What to emit and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentSettings {
+    /// Hot spots and per-cell airport durations need at least this many trips.
+    pub min_count: u64,
+    pub pickup_index: String,
+    pub duration_index: String,
+}
+
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        DocumentSettings { min_count: 2, pickup_index: "pickup_count".into(), duration_index: "trip_duration".into() }
+    }
+}
+
+/// One document to index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    pub index: String,
+    pub id: String,
+    pub source: Value,
+}
+
+/// Every document of one window from its merged partials: hot spots per cell
+/// (count >= min), airport durations per pickup cell (count >= min), and per
+/// airport overall (any count) with the trip-weighted average.
+pub fn window_documents(
+    spec: &WindowSpec,
+    window: WindowStart,
+    merged: &BTreeMap<MetricKey, PartialValue>,
+    settings: &DocumentSettings,
+) -> Vec<Document> {
+    let start = crate::time::EventTime(window.0);
+    let end = spec.window_end(window);
+    let times = json!({
+        "timestamp": end.to_rfc3339(),
+        "window_start": start.to_rfc3339(),
+        "window_end": end.to_rfc3339(),
+        "window_size_s": spec.size_s(),
+    });
+    let id_prefix = |metric: &str| format!("{metric}-{}-{}s", window.0, spec.size_s());
+    let with_times = |mut source: Value| {
+        if let (Some(source), Some(times)) = (source.as_object_mut(), times.as_object()) {
+            source.extend(times.clone());
+        }
+        source
+    };
+    let durations = |airport: Airport, v: &PartialValue| {
+        json!({
+            "airport_code": airport.code(),
+            "trip_count": v.count,
+            "sum_trip_duration": v.sum_s,
+            "avg_trip_duration": v.sum_s as f64 / v.count as f64,
+        })
+    };
+    let mut documents = Vec::new();
+    for (key, value) in merged {
+        let document = match *key {
+            MetricKey::Pickups(cell) if value.count >= settings.min_count => Document {
+                index: settings.pickup_index.clone(),
+                id: format!("{}-{cell}", id_prefix("pickups")),
+                source: with_times(cell_fields(cell, json!({ "pickup_count": value.count }))),
+            },
+            MetricKey::AirportCell(airport, cell) if value.count >= settings.min_count => {
+                let mut source = cell_fields(cell, durations(airport, value));
+                source["scope"] = json!("pickup_cell");
+                Document {
+                    index: settings.duration_index.clone(),
+                    id: format!("{}-{}-{cell}", id_prefix("airport"), airport.code()),
+                    source: with_times(source),
+                }
+            }
+            MetricKey::Airport(airport) if value.count > 0 => {
+                let mut source = durations(airport, value);
+                source["scope"] = json!("airport");
+                Document {
+                    index: settings.duration_index.clone(),
+                    id: format!("{}-{}", id_prefix("airport"), airport.code()),
+                    source: with_times(source),
+                }
+            }
+            _ => continue,
+        };
+        documents.push(document);
+    }
+    documents
+}
+
+/// Adds the cell's `geohash` and its centre as `location` (a geo_point).
+fn cell_fields(cell: Cell, mut source: Value) -> Value {
+    let centre = cell.centre();
+    source["geohash"] = json!(cell.as_str());
+    source["location"] = json!({ "lat": centre.lat, "lon": centre.lon });
+    source
+}
+
+/// Index templates for the two indices: `location` a geo_point, the times
+/// dates, codes and cells keywords.
+pub fn index_templates(settings: &DocumentSettings) -> Vec<(String, Value)> {
+    let dates = json!({"timestamp": {"type": "date"}, "window_start": {"type": "date"}, "window_end": {"type": "date"}, "window_size_s": {"type": "integer"}});
+    let mut pickups = json!({"geohash": {"type": "keyword"}, "location": {"type": "geo_point"}, "pickup_count": {"type": "long"}});
+    let mut durations = json!({
+        "geohash": {"type": "keyword"}, "location": {"type": "geo_point"}, "airport_code": {"type": "keyword"}, "scope": {"type": "keyword"},
+        "trip_count": {"type": "long"}, "sum_trip_duration": {"type": "long"}, "avg_trip_duration": {"type": "double"}
+    });
+    for properties in [&mut pickups, &mut durations] {
+        if let (Some(p), Some(d)) = (properties.as_object_mut(), dates.as_object()) {
+            p.extend(d.clone());
+        }
+    }
+    [(&settings.pickup_index, pickups), (&settings.duration_index, durations)]
+        .into_iter()
+        .map(|(index, properties)| {
+            let body = json!({
+                "index_patterns": [format!("{index}*")],
+                "template": {"mappings": {"properties": properties}},
+            });
+            (format!("taxi-{index}"), body)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_documents_of_one_window() {
+        let spec = WindowSpec::tumbling(600).unwrap();
+        let cell = Cell::parse("dr5ru7").unwrap();
+        let quiet = Cell::parse("dr5rsq").unwrap();
+        let merged: BTreeMap<MetricKey, PartialValue> = [
+            (MetricKey::Pickups(cell), PartialValue { count: 3, sum_s: 900 }),
+            (MetricKey::Pickups(quiet), PartialValue { count: 1, sum_s: 300 }),
+            (MetricKey::AirportCell(Airport::Jfk, cell), PartialValue { count: 2, sum_s: 3000 }),
+            (MetricKey::AirportCell(Airport::Jfk, quiet), PartialValue { count: 1, sum_s: 1000 }),
+            (MetricKey::Airport(Airport::Jfk), PartialValue { count: 3, sum_s: 4000 }),
+        ]
+        .into();
+        let docs = window_documents(&spec, WindowStart(1_420_866_000), &merged, &DocumentSettings::default());
+        let centre = cell.centre();
+        let times = |mut v: Value| {
+            v["timestamp"] = json!("2015-01-10T05:10:00Z");
+            v["window_start"] = json!("2015-01-10T05:00:00Z");
+            v["window_end"] = json!("2015-01-10T05:10:00Z");
+            v["window_size_s"] = json!(600);
+            v
+        };
+        let expected = vec![
+            Document {
+                index: "pickup_count".into(),
+                id: "pickups-1420866000-600s-dr5ru7".into(),
+                source: times(json!({"geohash": "dr5ru7", "location": {"lat": centre.lat, "lon": centre.lon}, "pickup_count": 3})),
+            },
+            Document {
+                index: "trip_duration".into(),
+                id: "airport-1420866000-600s-JFK-dr5ru7".into(),
+                source: times(json!({
+                    "airport_code": "JFK", "geohash": "dr5ru7", "location": {"lat": centre.lat, "lon": centre.lon}, "scope": "pickup_cell",
+                    "trip_count": 2, "sum_trip_duration": 3000, "avg_trip_duration": 1500.0
+                })),
+            },
+            Document {
+                index: "trip_duration".into(),
+                id: "airport-1420866000-600s-JFK".into(),
+                source: times(json!({
+                    "airport_code": "JFK", "scope": "airport", "trip_count": 3, "sum_trip_duration": 4000, "avg_trip_duration": 4000.0 / 3.0
+                })),
+            },
+        ];
+        assert_eq!(docs, expected, "cells below the minimum count are left out; the overall average is trip-weighted");
+        assert!((centre.lat - 40.758).abs() < 0.01 && (centre.lon + 73.985).abs() < 0.01);
+    }
+
+    #[test]
+    fn templates_map_location_as_geo_point() {
+        let templates = index_templates(&DocumentSettings::default());
+        assert_eq!(templates.len(), 2);
+        let (name, body) = &templates[0];
+        assert_eq!(name, "taxi-pickup_count");
+        assert_eq!(body["index_patterns"][0], "pickup_count*");
+        assert_eq!(body["template"]["mappings"]["properties"]["location"]["type"], "geo_point");
+        assert_eq!(templates[1].1["template"]["mappings"]["properties"]["timestamp"]["type"], "date");
+    }
+}

@@ -1,0 +1,240 @@
+//! The closer against real kinesis-local, DynamoDB Local and osmem-server,
+//! after the real aggregate handler has processed real trips.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use taxi_aws::dynamo::DynamoStore;
+use taxi_core::aggregate::{MetricKey, PartialValue};
+use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::shard::{ShardId, ShardState};
+use taxi_core::store::StoreError;
+use taxi_core::time::{EventTime, WallTime};
+use taxi_core::window::PaneStart;
+use taxi_integration_tests::kinesis::{shard_streams, trip_events, ShardStream};
+use taxi_integration_tests::pipeline::{assert_same, far_deadline, Deployment, SHARDS};
+use taxi_integration_tests::standins::opensearch_endpoint;
+use taxi_integration_tests::{fault_proxy, fixture_path, oracle, sample_path};
+use taxi_standins::free_port;
+
+const IDLE_TIMEOUT_MS: i64 = 300_000;
+
+/// Streams named after the deployment's real shard ids.
+async fn streams_for(deployment: &Deployment, path: &std::path::Path) -> Vec<ShardStream> {
+    let mut streams = shard_streams(&trip_events(path), SHARDS, 300);
+    let shards = deployment.shards().await;
+    for (stream, shard) in streams.iter_mut().zip(&shards) {
+        stream.shard_id = shard.id.to_string();
+    }
+    streams
+}
+
+async fn aggregate_all(deployment: &Deployment, streams: &[ShardStream]) {
+    for stream in streams {
+        deployment.aggregate(&stream.shard_id, &stream.records).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_the_real_sample_exactly_and_a_second_run_changes_nothing() {
+    let deployment = Deployment::new("close-sample").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &sample_path()).await).await;
+    let expected = deployment.expected(&oracle::expected(&sample_path(), 600, 6));
+
+    let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    assert!(report.windows_closed >= 12, "the sample spans more than two hours of dropoffs: {report:?}");
+    assert_eq!(report.documents_indexed as usize, expected.len());
+    assert_same(&deployment.indexed_counts().await, &expected, "every window and both metrics, exactly");
+    let sources = deployment.indexed().await;
+    let jfk = sources.iter().find(|(id, _)| id.ends_with("-JFK")).expect("an airport document").1;
+    let avg = jfk["avg_trip_duration"].as_f64().unwrap();
+    assert!((avg - jfk["sum_trip_duration"].as_f64().unwrap() / jfk["trip_count"].as_f64().unwrap()).abs() < 1e-9, "trip-weighted average");
+    let hot = sources.iter().find(|(id, _)| id.contains("/pickups-")).unwrap().1;
+    assert!(hot["location"]["lat"].is_f64() && hot["geohash"].is_string() && hot["timestamp"].is_string());
+
+    let again = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!((again.windows_closed, again.documents_indexed, again.error), (0, 0, None), "nothing left to close");
+    assert_same(&deployment.indexed().await, &sources, "the index is unchanged");
+}
+
+/// The DynamoDB store, except that the first move of `closed_through` fails:
+/// the closer dies after indexing a window and before recording it.
+struct DiesBeforeRecording {
+    inner: DynamoStore,
+    died: AtomicBool,
+}
+
+impl CloserStore for DiesBeforeRecording {
+    async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        self.inner.load_shard_states(shards).await
+    }
+    async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+        self.inner.load_closer_state().await
+    }
+    async fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> Result<bool, StoreError> {
+        self.inner.acquire_lease(owner, now, until).await
+    }
+    async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(owner).await
+    }
+    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        self.inner.read_partials(pane, shard).await
+    }
+    async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+        self.inner.list_reemit_markers().await
+    }
+    async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
+        self.inner.delete_reemit_marker(marker).await
+    }
+    async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+        if !self.died.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the closer died here".into()));
+        }
+        self.inner.advance_closed_through(closed_through, watermark).await
+    }
+    async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+        self.inner.save_first_seen(first_seen).await
+    }
+    async fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> Result<(), StoreError> {
+        self.inner.put_dead_letters(letters, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closer_killed_after_indexing_leaves_no_duplicates() {
+    let deployment = Deployment::new("close-killed").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+
+    let normal = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    let dying = taxi_core::closer::Closer {
+        store: DiesBeforeRecording { inner: normal.store.clone(), died: AtomicBool::new(false) },
+        shards: taxi_aws::kinesis::KinesisShards { client: deployment.kinesis.clone(), stream: deployment.stream.clone() },
+        sink: deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).sink,
+        settings: normal.settings.clone(),
+    };
+    let report = dying.run_once(&WallTime::now, far_deadline()).await;
+    assert!(report.error.is_some() && report.documents_indexed > 0, "indexed the first window, then died: {report:?}");
+    assert_eq!(normal.store.load_closer_state().await.unwrap().closed_through, None, "nothing recorded as closed");
+
+    let report = normal.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    assert_same(&deployment.indexed_counts().await, &expected, "the rerun overwrote, never duplicated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_refused_with_429_are_retried_until_every_document_is_indexed() {
+    let deployment = Deployment::new("close-429").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+
+    let proxy = fault_proxy::start(opensearch_endpoint(), 3).await;
+    let report = deployment.closer(&proxy.endpoint, IDLE_TIMEOUT_MS).run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    let refused = proxy.refused.load(Ordering::SeqCst);
+    assert!(refused > 0, "the proxy refused documents");
+    assert!(report.documents_retried >= refused, "{report:?}");
+    assert_eq!(report.dead_letters, 0);
+    assert_same(&deployment.indexed_counts().await, &expected, "every document indexed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_down_leaves_windows_open_until_it_is_back() {
+    let deployment = Deployment::new("close-down").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+
+    let nowhere = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let closer = deployment.closer(&nowhere, IDLE_TIMEOUT_MS);
+    let report = closer.run_once(&WallTime::now, WallTime(WallTime::now().0 + 4_000)).await;
+    assert!(report.error.is_some(), "{report:?}");
+    assert_eq!(report.windows_closed, 0);
+    assert_eq!(closer.store.load_closer_state().await.unwrap().closed_through, None, "every window stays open");
+
+    let report = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    assert_same(&deployment.indexed_counts().await, &expected, "nothing was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shard_does_not_stall_closing_past_the_timeout() {
+    let deployment = Deployment::new("close-idle").await;
+    let streams = streams_for(&deployment, &sample_path()).await;
+    // Shard 3 delivers a third of its records and falls silent; later the
+    // others run to their closing watermark.
+    let stalled = &streams[3];
+    deployment.aggregate(&stalled.shard_id, &stalled.records[..stalled.records.len() / 3]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let others_started = WallTime::now();
+    for stream in &streams[..3] {
+        deployment.aggregate(&stream.shard_id, &stream.records).await;
+    }
+    let report = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).run_once(&WallTime::now, far_deadline()).await;
+    let held = report.closed_through.expect("shard 3 reported watermarks");
+    assert_eq!(report.error, None);
+
+    // A timeout between "the others' last report" and "shard 3's": shard 3 is idle, the others live.
+    let timeout = WallTime::now().0 - others_started.0 + 1_000;
+    let report = deployment.closer(opensearch_endpoint(), timeout).run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    let global = report.global.expect("a decision");
+    let idle: Vec<_> = global.verdicts.iter().filter(|(_, v)| v.name() == "idle").map(|(id, _)| id.to_string()).collect();
+    assert_eq!(idle, vec![stalled.shard_id.clone()]);
+    assert!(
+        report.closed_through.unwrap() > held.plus_seconds(3600),
+        "closing went on past the idle shard: {held:?} -> {:?}",
+        report.closed_through
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_split_mid_run_closes_no_window_before_its_data_is_in() {
+    let deployment = Deployment::new("close-split").await;
+    let streams = streams_for(&deployment, &fixture_path()).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+    // Shards 1 to 3 run to the end; shard 0 delivers its first half, then splits.
+    for stream in &streams[1..] {
+        deployment.aggregate(&stream.shard_id, &stream.records).await;
+    }
+    let first = &streams[0];
+    let half = first.records.len() / 2;
+    deployment.aggregate(&first.shard_id, &first.records[..half]).await;
+    let middle = (u128::MAX / 8).to_string();
+    deployment
+        .kinesis
+        .split_shard()
+        .stream_name(&deployment.stream)
+        .shard_to_split(&first.shard_id)
+        .new_starting_hash_key(&middle)
+        .send()
+        .await
+        .unwrap();
+    deployment.wait_active().await;
+    let children: Vec<String> = deployment
+        .shards()
+        .await
+        .into_iter()
+        .filter(|s| s.parent.as_ref().is_some_and(|p| p.as_str() == first.shard_id))
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(children.len(), 2);
+
+    // The children have not reported: no window may close, whatever the other shards say.
+    let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!((report.windows_closed, report.closed_through, report.error.clone()), (0, None, None), "{report:?}");
+    assert!(deployment.indexed().await.is_empty());
+
+    // The rest of shard 0's data arrives on the children (one gets the trips,
+    // both get the closing watermark); the drained parent leaves the minimum.
+    let closing = first.records.last().unwrap().clone();
+    deployment.aggregate(&children[0], &first.records[half..]).await;
+    deployment.aggregate(&children[1], std::slice::from_ref(&closing)).await;
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None);
+    let verdicts = &report.global.as_ref().unwrap().verdicts;
+    assert_eq!(verdicts[&ShardId(first.shard_id.clone())].name(), "retired");
+    assert_same(&deployment.indexed_counts().await, &expected, "every trip, including those on the children");
+}
