@@ -25,7 +25,8 @@ demo: standins
 test: standins
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo nextest run --workspace --no-fail-fast
+	cargo build -q -p taxi-standins
+	target/debug/taxi-standins cargo nextest run --workspace --no-fail-fast
 
 bench: standins
 	cargo bench -p taxi-core --bench preaggregate

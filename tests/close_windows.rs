@@ -238,3 +238,59 @@ async fn a_shard_split_mid_run_closes_no_window_before_its_data_is_in() {
     assert_eq!(verdicts[&ShardId(first.shard_id.clone())].name(), "retired");
     assert_same(&deployment.indexed_counts().await, &expected, "every trip, including those on the children");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_trips_within_lateness_reopen_their_window_and_later_ones_are_dropped() {
+    use taxi_core::ingest::IngestSettings;
+    use taxi_integration_tests::kinesis::{kinesis_seq, StreamRecord};
+
+    let deployment = Deployment::new("close-late").await;
+    let streams = streams_for(&deployment, &fixture_path()).await;
+    aggregate_all(&deployment, &streams).await;
+    let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    assert_eq!(closer.run_once(&WallTime::now, far_deadline()).await.error, None);
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+    let before = deployment.indexed_counts().await;
+    assert_same(&before, &expected, "closed once");
+
+    // A real, valid trip again, for a hot spot that has a document: now late for its window.
+    let in_city = |lat: f64, lon: f64| (40.4774..=40.9176).contains(&lat) && (-74.2591..=-73.7004).contains(&lon);
+    let (late_trip, id) = trip_events(&fixture_path())
+        .into_iter()
+        .filter(|t| in_city(t.pickup_lat, t.pickup_lon) && in_city(t.dropoff_lat, t.dropoff_lon))
+        .find_map(|trip| {
+            let dropoff = EventTime::parse_rfc3339(&trip.dropoff_datetime)?.0;
+            let pickup = EventTime::parse_rfc3339(&trip.pickup_datetime)?.0;
+            if !(1..=14_400).contains(&(dropoff - pickup)) {
+                return None;
+            }
+            let cell = geohash::encode(geohash::Coord { x: trip.pickup_lon, y: trip.pickup_lat }, 6).ok()?;
+            let id = format!("{}/pickups-{}-600s-{cell}", deployment.documents.pickup_index, dropoff.div_euclid(600) * 600);
+            before.contains_key(&id).then_some((trip, id))
+        })
+        .expect("a trip of a hot spot");
+    let shard = &streams[1];
+    let late =
+        |n: usize| StreamRecord { seq: kinesis_seq(1, shard.records.len() + n), partition_key: "late".into(), data: late_trip.to_json() };
+
+    // Beyond the allowed lateness: counted as dropped, nothing re-emitted.
+    deployment.aggregate_with(IngestSettings { allowed_lateness_s: 0, ..IngestSettings::default() }, &shard.shard_id, &[late(0)]).await;
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!((report.windows_reemitted, report.error), (0, None));
+    let state = closer.store.load_shard_states(&[ShardId(shard.shard_id.clone())]).await.unwrap();
+    assert_eq!(state.values().next().unwrap().counters.dropped_late, 1);
+    assert_same(&deployment.indexed_counts().await, &before, "a dropped trip changes nothing");
+
+    // Within a lateness of a day: the window is emitted again, same _ids, one more trip.
+    deployment
+        .aggregate_with(IngestSettings { allowed_lateness_s: 86_400, ..IngestSettings::default() }, &shard.shard_id, &[late(1)])
+        .await;
+    assert_eq!(closer.store.list_reemit_markers().await.unwrap().len(), 1, "the late trip left a marker");
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!((report.windows_reemitted, report.error), (1, None));
+    assert!(closer.store.list_reemit_markers().await.unwrap().is_empty(), "the marker is consumed");
+    let after = deployment.indexed_counts().await;
+    assert_eq!(after.len(), before.len(), "no document added or lost");
+    assert_eq!(after[&id].0, before[&id].0 + 1, "{id} counts the late trip");
+    assert!(after.iter().filter(|(k, _)| **k != id && !k.contains("/airport")).all(|(k, v)| before[k] == *v), "other hot spots unchanged");
+}

@@ -237,6 +237,8 @@ pub async fn replay<S: RecordStream>(
     progress: Progress,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    // A missing file or a header without the needed columns stops before Kinesis is called.
+    read_trips(&options.input, options.format, |_, _| ControlFlow::Break(()))?;
     let feed_stats = Arc::new(FeedStats::default());
     let writer_stats = Arc::new(WriterStats::default());
     let mut writer = KinesisWriter::connect(stream, config, Arc::clone(&writer_stats)).await?;

@@ -72,10 +72,12 @@ impl Deployment {
 
     /// Feeds records of one shard through the real aggregate handler.
     pub async fn aggregate(&self, shard_id: &str, records: &[StreamRecord]) {
-        let function = AggregateFunction::new(
-            Aggregator::new(DynamoStore::new(self.dynamodb.clone(), &self.table), IngestSettings::default()),
-            MetricsOutput::Off,
-        );
+        self.aggregate_with(IngestSettings::default(), shard_id, records).await;
+    }
+
+    pub async fn aggregate_with(&self, settings: IngestSettings, shard_id: &str, records: &[StreamRecord]) {
+        let function =
+            AggregateFunction::new(Aggregator::new(DynamoStore::new(self.dynamodb.clone(), &self.table), settings), MetricsOutput::Off);
         for batch in records.chunks(500) {
             let response = function.handle(lambda_event(shard_id, batch), WallTime::now()).await;
             assert!(response.batch_item_failures.is_empty(), "the aggregate function failed a batch");

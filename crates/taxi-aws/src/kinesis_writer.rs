@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +17,9 @@ use aws_sdk_kinesis::Client;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use taxi_core::event::watermark_event_json;
-use taxi_core::replay::schedule::{backoff, FinalWatermark};
+use taxi_core::replay::schedule::FinalWatermark;
 use taxi_core::replay::tracker::WatermarkTracker;
+use taxi_core::retry::backoff;
 use taxi_core::shard::StreamShard;
 use taxi_core::time::{EventTime, WallTime};
 use tokio::time::Instant;
@@ -420,7 +420,7 @@ impl<S: RecordStream> KinesisWriter<S> {
         }
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(code = failure.code, message = failure.message, attempts = waiting.attempts, "entry failed; retrying");
-        let wait = backoff(waiting.attempts, self.config.backoff_base, self.config.backoff_cap, jitter());
+        let wait = backoff(waiting.attempts, self.config.backoff_base, self.config.backoff_cap, fastrand::f64());
         self.retries.push(Retry { ready: Instant::now() + wait, waiting });
         Ok(())
     }
@@ -429,7 +429,7 @@ impl<S: RecordStream> KinesisWriter<S> {
     /// backoff that grows while it lasts.
     fn pause(&mut self) {
         self.throttled_in_a_row += 1;
-        let wait = backoff(self.throttled_in_a_row, self.config.backoff_base, self.config.backoff_cap, jitter());
+        let wait = backoff(self.throttled_in_a_row, self.config.backoff_base, self.config.backoff_cap, fastrand::f64());
         self.paused_until = Some(Instant::now() + wait);
     }
 
@@ -534,18 +534,11 @@ impl<S: RecordStream> KinesisWriter<S> {
                         message: failure.message,
                     });
                 }
-                tokio::time::sleep(backoff(attempt, self.config.backoff_base, self.config.backoff_cap, jitter())).await;
+                tokio::time::sleep(backoff(attempt, self.config.backoff_base, self.config.backoff_cap, fastrand::f64())).await;
             }
         }
         self.stats.watermark.fetch_max(watermark.0, Ordering::Relaxed);
         tracing::info!(watermark = %watermark.to_rfc3339(), shards = self.shards.len(), "final watermark written");
         Ok(watermark)
     }
-}
-
-/// A fraction in [0, 1) for backoff jitter: std's per-instance random hash keys
-/// are random enough to spread retries, without a random-number crate.
-fn jitter() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -18,6 +18,7 @@
 //! - [`config`]: analytics settings parsed from environment-style lookups.
 //! - [`tlc`]: TLC CSV rows to trip events (New York local time to UTC).
 //! - [`replay`]: the producer's reorder buffer, watermark tracker and pacing.
+//! - [`retry`]: exponential backoff with jitter, shared by every retrying client.
 
 pub mod aggregate;
 pub mod bulk;
@@ -30,6 +31,7 @@ pub mod geo;
 pub mod ingest;
 pub mod metrics;
 pub mod replay;
+pub mod retry;
 pub mod seq;
 pub mod shard;
 pub mod store;

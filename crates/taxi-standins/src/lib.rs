@@ -97,13 +97,14 @@ impl StandIn {
                     return Err(not_installed("run `npm ci` in the project root (the Makefile does)"));
                 }
                 let tls_port = free_port().map_err(|source| StandInError::Spawn { service: self.name(), source })?;
-                // Stream operations complete at once instead of after the mock's default 500 ms.
+                // Stream operations complete at once instead of after the mock's default 500 ms,
+                // and shared use (a whole test suite) may create more than the default 50 shards.
                 let durations = ["CREATE_STREAM", "DELETE_STREAM", "SPLIT_SHARD", "MERGE_SHARDS", "UPDATE_SHARD_COUNT"]
                     .map(|op| format!("{op}_DURATION=0ms"))
                     .join(" ");
                 Ok((
                     dir,
-                    format!("KINESIS_MOCK_CERT_PATH=server.json KINESIS_MOCK_PLAIN_PORT={port} KINESIS_MOCK_TLS_PORT={tls_port} {durations} LOG_LEVEL=WARN exec node main.js"),
+                    format!("KINESIS_MOCK_CERT_PATH=server.json KINESIS_MOCK_PLAIN_PORT={port} KINESIS_MOCK_TLS_PORT={tls_port} {durations} SHARD_LIMIT=10000 LOG_LEVEL=WARN exec node main.js"),
                 ))
             }
             StandIn::OsmemServer => {

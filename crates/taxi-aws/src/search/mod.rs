@@ -16,6 +16,7 @@ use reqwest::Method;
 use taxi_core::bulk::{classify_response, encode_chunks, BulkLimits, ItemOutcome, RequestOutcome};
 use taxi_core::closer::{DeadLetter, DocumentSink, IndexReport, SinkError};
 use taxi_core::documents::{index_templates, Document, DocumentSettings};
+use taxi_core::retry::backoff;
 use taxi_core::time::WallTime;
 use tokio::sync::OnceCell;
 
@@ -201,7 +202,7 @@ impl DocumentSink for SearchSink {
             if again.is_empty() {
                 return Ok(report);
             }
-            let backoff = backoff(round);
+            let backoff = backoff(round + 1, BASE_BACKOFF, MAX_BACKOFF, fastrand::f64());
             if WallTime::now().0 + backoff.as_millis() as i64 >= deadline.0 {
                 return Err(SinkError::Unavailable(format!(
                     "{} documents still unacknowledged at the deadline; last problem: {last_problem}",
@@ -215,13 +216,6 @@ impl DocumentSink for SearchSink {
         }
         unreachable!("the loop returns")
     }
-}
-
-/// Exponential backoff with jitter: a random delay in [d/2, d], d doubling from
-/// [`BASE_BACKOFF`] up to [`MAX_BACKOFF`].
-fn backoff(round: u32) -> Duration {
-    let full = BASE_BACKOFF.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
-    full.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -238,16 +232,6 @@ fn base64_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        for round in 0..20 {
-            let d = backoff(round);
-            let full = BASE_BACKOFF.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
-            assert!(d >= full / 2 && d <= full, "round {round}: {d:?}");
-        }
-        assert!(backoff(30) <= MAX_BACKOFF);
-    }
 
     #[test]
     fn debug_never_shows_the_password() {

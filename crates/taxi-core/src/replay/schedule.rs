@@ -93,13 +93,6 @@ impl FinalWatermark {
     }
 }
 
-/// Exponential backoff with jitter: attempt `n` (from 1) waits between half and
-/// all of `base * 2^(n-1)`, capped; `jitter` in [0, 1) picks the point.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
-    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(cap);
-    exponential.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,16 +131,5 @@ mod tests {
         let now = WallTime(T0.0 * 1000);
         assert_eq!(live.value(T0, now), T0.plus_seconds(600));
         assert_eq!(live.value(T0, WallTime(0)), T0, "never before the last dropoff");
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(5);
-        assert_eq!(backoff(1, base, cap, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(1, base, cap, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(4, base, cap, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff(30, base, cap, 1.0), cap);
-        assert!(backoff(30, base, cap, 0.3) >= cap / 2);
     }
 }
