@@ -199,3 +199,23 @@ mod tests {
         assert_eq!(templates[1].1["template"]["mappings"]["properties"]["timestamp"]["type"], "date");
     }
 }
+
+#[cfg(test)]
+mod shipped_templates {
+    use super::*;
+
+    /// `dashboards/index-templates/` holds what the closer puts, for users who
+    /// create the indices themselves; they must not drift apart.
+    #[test]
+    fn shipped_templates_are_the_ones_the_closer_puts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/index-templates");
+        for (name, body) in index_templates(&DocumentSettings::default()) {
+            let path = dir.join(format!("{name}.json"));
+            if std::env::var_os("WRITE_TEMPLATES").is_some() {
+                std::fs::write(&path, serde_json::to_string_pretty(&body).unwrap() + "\n").unwrap();
+            }
+            let shipped: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
+            assert_eq!(shipped, body, "{} differs from documents::index_templates (WRITE_TEMPLATES=1 rewrites it)", path.display());
+        }
+    }
+}

@@ -1,5 +1,4 @@
-//! Pacing, time shifting and tiling arithmetic, the final watermark, and retry
-//! backoff.
+//! Pacing, time shifting and tiling arithmetic, and the final watermark.
 
 use std::time::Duration;
 
