@@ -30,4 +30,6 @@ test: standins
 
 bench: standins
 	cargo bench -p taxi-core --bench preaggregate
-	cargo bench -p taxi-integration-tests --bench dynamodb_writes
+	cargo build -q -p taxi-standins
+	target/debug/taxi-standins cargo bench -p taxi-integration-tests --bench dynamodb_writes --bench close_latency
+	cargo bench -p taxi-pipeline --bench replay
