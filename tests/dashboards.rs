@@ -55,7 +55,8 @@ fn saved_objects_are_consistent_for_both_products() {
     for file in ["opensearch-dashboards.ndjson", "kibana.ndjson"] {
         let text = std::fs::read_to_string(workspace_root().join("dashboards").join(file)).unwrap();
         let objects: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{file}: {e}"))).collect();
-        let ids: BTreeSet<(String, String)> = objects.iter().map(|o| (o["type"].as_str().unwrap().to_owned(), o["id"].as_str().unwrap().to_owned())).collect();
+        let ids: BTreeSet<(String, String)> =
+            objects.iter().map(|o| (o["type"].as_str().unwrap().to_owned(), o["id"].as_str().unwrap().to_owned())).collect();
         assert!(ids.contains(&("dashboard".into(), "taxi-dashboard".into())), "{file} has the dashboard");
         for object in &objects {
             for reference in object["references"].as_array().into_iter().flatten() {

@@ -214,7 +214,8 @@ mod shipped_templates {
             if std::env::var_os("WRITE_TEMPLATES").is_some() {
                 std::fs::write(&path, serde_json::to_string_pretty(&body).unwrap() + "\n").unwrap();
             }
-            let shipped: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
+            let shipped: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
             assert_eq!(shipped, body, "{} differs from documents::index_templates (WRITE_TEMPLATES=1 rewrites it)", path.display());
         }
     }
