@@ -294,3 +294,112 @@ async fn late_trips_within_lateness_reopen_their_window_and_later_ones_are_dropp
     assert_eq!(after[&id].0, before[&id].0 + 1, "{id} counts the late trip");
     assert!(after.iter().filter(|(k, _)| **k != id && !k.contains("/airport")).all(|(k, v)| before[k] == *v), "other hot spots unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_the_endpoint_rejects_are_kept_as_dead_letters_and_the_window_closes() {
+    let deployment = Deployment::new("close-dlq").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    // The hot-spot index exists before the closer's template, with `location` as a date:
+    // every hot-spot document is a mapping error (400) for good.
+    let created = reqwest::Client::new()
+        .put(format!("{}/{}", opensearch_endpoint(), deployment.documents.pickup_index))
+        .header("content-type", "application/json")
+        .body(r#"{"mappings":{"properties":{"location":{"type":"date"}}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+
+    let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    let report = closer.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!(report.error, None, "rejected documents do not block closing");
+    assert!(report.dead_letters > 0);
+    assert!(closer.store.load_closer_state().await.unwrap().closed_through.is_some(), "the windows count as closed");
+
+    let letters = deployment
+        .dynamodb
+        .query()
+        .table_name(&deployment.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("DLQ#{}", deployment.documents.pickup_index)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(letters.count() as u64, report.dead_letters, "every rejected document is kept");
+    let letter = &letters.items()[0];
+    let reason = letter["reason"].as_s().unwrap();
+    assert!(reason.contains("mapper_parsing_exception") || reason.contains("parse"), "{reason}");
+    assert_eq!(letter["status"].as_n().unwrap(), "400");
+    let document: serde_json::Value = serde_json::from_str(letter["document"].as_s().unwrap()).unwrap();
+    assert!(document["pickup_count"].as_u64().unwrap() >= 2, "the whole document is kept");
+    // Exactly the hot-spot documents the oracle predicts are dead letters; nothing was indexed in their place.
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+    let hot_spots = expected.keys().filter(|k| k.contains("/pickups-")).count() as u64;
+    assert_eq!(report.dead_letters, hot_spots);
+    assert_eq!(report.documents_indexed, expected.len() as u64 - hot_spots);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_keeps_a_second_closer_out_but_two_at_once_still_index_each_document_once() {
+    let deployment = Deployment::new("close-lease").await;
+    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+
+    // Another closer holds the lease: this one does nothing.
+    let first = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    assert!(first.store.acquire_lease("someone-else", WallTime::now(), far_deadline()).await.unwrap());
+    let report = first.run_once(&WallTime::now, far_deadline()).await;
+    assert!(report.lease_held_elsewhere);
+    assert_eq!(report.windows_closed, 0);
+    first.store.release_lease("someone-else").await.unwrap();
+
+    // Two closers at once, one of them ignoring the lease: the same documents, once each.
+    let ignoring = taxi_core::closer::Closer {
+        store: IgnoresLease(first.store.clone()),
+        shards: taxi_aws::kinesis::KinesisShards { client: deployment.kinesis.clone(), stream: deployment.stream.clone() },
+        sink: deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).sink,
+        settings: first.settings.clone(),
+    };
+    let (a, b) = tokio::join!(first.run_once(&WallTime::now, far_deadline()), ignoring.run_once(&WallTime::now, far_deadline()));
+    assert_eq!((a.error, b.error), (None, None));
+    assert_same(&deployment.indexed_counts().await, &expected, "each document once per _id");
+}
+
+/// The DynamoDB store with a lease that is always granted.
+struct IgnoresLease(DynamoStore);
+
+impl CloserStore for IgnoresLease {
+    async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        self.0.load_shard_states(shards).await
+    }
+    async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+        self.0.load_closer_state().await
+    }
+    async fn acquire_lease(&self, _: &str, _: WallTime, _: WallTime) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        self.0.read_partials(pane, shard).await
+    }
+    async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+        self.0.list_reemit_markers().await
+    }
+    async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
+        self.0.delete_reemit_marker(marker).await
+    }
+    async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+        self.0.advance_closed_through(closed_through, watermark).await
+    }
+    async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+        self.0.save_first_seen(first_seen).await
+    }
+    async fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> Result<(), StoreError> {
+        self.0.put_dead_letters(letters, now).await
+    }
+}
