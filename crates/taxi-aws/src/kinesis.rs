@@ -1,6 +1,6 @@
 //! Kinesis: the shard set of a stream.
 
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::Client;
 use taxi_core::closer::{ShardSource, SourceError};
 use taxi_core::shard::{ShardId, StreamShard};
@@ -21,7 +21,7 @@ impl KinesisError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        let message = DisplayErrorContext(&error).to_string();
+        let message = crate::sdk::error_message(&error);
         match error.code().unwrap_or_default() {
             "ResourceNotFoundException" => KinesisError::StreamNotFound { stream: stream.to_owned(), message },
             "AccessDeniedException"

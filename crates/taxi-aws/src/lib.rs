@@ -2,6 +2,7 @@
 //!
 //! - [`dynamo`]: the DynamoDB table layout and the `PartialStore` on it.
 //! - [`kinesis`]: the shard set of a stream.
+//! - [`sdk`]: brief messages for AWS SDK errors.
 //! - [`search`]: the Elasticsearch / OpenSearch sink (bulk, retries, SigV4).
 //! - [`kinesis_writer`]: the producer's PutRecords writer with per-shard watermarks.
 //! - [`config`]: the functions' configuration from environment variables.
@@ -15,5 +16,6 @@ pub mod config;
 pub mod dynamo;
 pub mod kinesis;
 pub mod kinesis_writer;
+pub mod sdk;
 pub mod search;
 pub mod telemetry;

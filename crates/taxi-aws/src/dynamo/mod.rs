@@ -19,7 +19,7 @@ mod partials;
 
 use std::collections::{BTreeSet, HashMap};
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, ScalarAttributeType, SseSpecification,
     TimeToLiveSpecification,
@@ -240,7 +240,7 @@ where
     R: std::fmt::Debug,
 {
     let code = error.code().unwrap_or_default().to_owned();
-    let message = format!("{operation}: {}", DisplayErrorContext(&error));
+    let message = format!("{operation}: {}", crate::sdk::error_message(&error));
     match code.as_str() {
         "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" => StoreError::Throttled(message),
         "ResourceNotFoundException"
