@@ -59,49 +59,6 @@ async fn closes_the_real_sample_exactly_and_a_second_run_changes_nothing() {
     assert_same(&deployment.indexed().await, &sources, "the index is unchanged");
 }
 
-/// The DynamoDB store, except that the first move of `closed_through` fails:
-/// the closer dies after indexing a window and before recording it.
-struct DiesBeforeRecording {
-    inner: DynamoStore,
-    died: AtomicBool,
-}
-
-impl CloserStore for DiesBeforeRecording {
-    async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
-        self.inner.load_shard_states(shards).await
-    }
-    async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
-        self.inner.load_closer_state().await
-    }
-    async fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> Result<bool, StoreError> {
-        self.inner.acquire_lease(owner, now, until).await
-    }
-    async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
-        self.inner.release_lease(owner).await
-    }
-    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        self.inner.read_partials(pane, shard).await
-    }
-    async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
-        self.inner.list_reemit_markers().await
-    }
-    async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
-        self.inner.delete_reemit_marker(marker).await
-    }
-    async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
-        if !self.died.swap(true, Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("the closer died here".into()));
-        }
-        self.inner.advance_closed_through(closed_through, watermark).await
-    }
-    async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
-        self.inner.save_first_seen(first_seen).await
-    }
-    async fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> Result<(), StoreError> {
-        self.inner.put_dead_letters(letters, now).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closer_killed_after_indexing_leaves_no_duplicates() {
     let deployment = Deployment::new("close-killed").await;
@@ -109,12 +66,8 @@ async fn a_closer_killed_after_indexing_leaves_no_duplicates() {
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
 
     let normal = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
-    let dying = taxi_core::closer::Closer {
-        store: DiesBeforeRecording { inner: normal.store.clone(), died: AtomicBool::new(false) },
-        shards: taxi_aws::kinesis::KinesisShards { client: deployment.kinesis.clone(), stream: deployment.stream.clone() },
-        sink: deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).sink,
-        settings: normal.settings.clone(),
-    };
+    let dying =
+        deployment.closer_with_store(Scripted::dying_before_recording(normal.store.clone()), opensearch_endpoint(), IDLE_TIMEOUT_MS);
     let report = dying.run_once(&WallTime::now, far_deadline()).await;
     assert!(report.error.is_some() && report.documents_indexed > 0, "indexed the first window, then died: {report:?}");
     assert_eq!(normal.store.load_closer_state().await.unwrap().closed_through, None, "nothing recorded as closed");
@@ -357,49 +310,65 @@ async fn the_lease_keeps_a_second_closer_out_but_two_at_once_still_index_each_do
     first.store.release_lease("someone-else").await.unwrap();
 
     // Two closers at once, one of them ignoring the lease: the same documents, once each.
-    let ignoring = taxi_core::closer::Closer {
-        store: IgnoresLease(first.store.clone()),
-        shards: taxi_aws::kinesis::KinesisShards { client: deployment.kinesis.clone(), stream: deployment.stream.clone() },
-        sink: deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS).sink,
-        settings: first.settings.clone(),
-    };
+    let ignoring = deployment.closer_with_store(Scripted::ignoring_the_lease(first.store.clone()), opensearch_endpoint(), IDLE_TIMEOUT_MS);
     let (a, b) = tokio::join!(first.run_once(&WallTime::now, far_deadline()), ignoring.run_once(&WallTime::now, far_deadline()));
     assert_eq!((a.error, b.error), (None, None));
     assert_same(&deployment.indexed_counts().await, &expected, "each document once per _id");
 }
 
-/// The DynamoDB store with a lease that is always granted.
-struct IgnoresLease(DynamoStore);
+/// The DynamoDB store with scripted misbehaviour: a lease that is always
+/// granted, and a closer that dies after indexing, before recording it.
+struct Scripted {
+    inner: DynamoStore,
+    ignore_lease: bool,
+    die_before_recording: AtomicBool,
+}
 
-impl CloserStore for IgnoresLease {
+impl Scripted {
+    fn ignoring_the_lease(inner: DynamoStore) -> Scripted {
+        Scripted { inner, ignore_lease: true, die_before_recording: AtomicBool::new(false) }
+    }
+
+    fn dying_before_recording(inner: DynamoStore) -> Scripted {
+        Scripted { inner, ignore_lease: false, die_before_recording: AtomicBool::new(true) }
+    }
+}
+
+impl CloserStore for Scripted {
     async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
-        self.0.load_shard_states(shards).await
+        self.inner.load_shard_states(shards).await
     }
     async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
-        self.0.load_closer_state().await
+        self.inner.load_closer_state().await
     }
-    async fn acquire_lease(&self, _: &str, _: WallTime, _: WallTime) -> Result<bool, StoreError> {
-        Ok(true)
+    async fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> Result<bool, StoreError> {
+        if self.ignore_lease {
+            return Ok(true);
+        }
+        self.inner.acquire_lease(owner, now, until).await
     }
-    async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(owner).await
     }
     async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        self.0.read_partials(pane, shard).await
+        self.inner.read_partials(pane, shard).await
     }
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
-        self.0.list_reemit_markers().await
+        self.inner.list_reemit_markers().await
     }
     async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
-        self.0.delete_reemit_marker(marker).await
+        self.inner.delete_reemit_marker(marker).await
     }
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
-        self.0.advance_closed_through(closed_through, watermark).await
+        if self.die_before_recording.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the closer died here".into()));
+        }
+        self.inner.advance_closed_through(closed_through, watermark).await
     }
     async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
-        self.0.save_first_seen(first_seen).await
+        self.inner.save_first_seen(first_seen).await
     }
     async fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> Result<(), StoreError> {
-        self.0.put_dead_letters(letters, now).await
+        self.inner.put_dead_letters(letters, now).await
     }
 }

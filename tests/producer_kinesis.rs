@@ -49,7 +49,7 @@ fn sample_replay() -> FeedOptions {
 
 fn writer_config() -> WriterConfig {
     // Frequent watermarks, so many land between the trips of each shard.
-    WriterConfig { watermark_interval: Duration::from_millis(20), backoff_base: Duration::from_millis(5), ..WriterConfig::default() }
+    WriterConfig { watermark_interval: Duration::from_millis(200), backoff_base: Duration::from_millis(5), ..WriterConfig::default() }
 }
 
 /// The trips of the sample that must arrive (id -> dropoff): every row whose

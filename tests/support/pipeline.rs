@@ -11,7 +11,7 @@ use taxi_aws::dynamo::{ensure_table, DynamoStore};
 use taxi_aws::kinesis::{list_shards, KinesisShards};
 use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink};
 use taxi_core::bulk::BulkLimits;
-use taxi_core::closer::{Closer, CloserSettings};
+use taxi_core::closer::{Closer, CloserSettings, CloserStore};
 use taxi_core::documents::DocumentSettings;
 use taxi_core::ingest::{Aggregator, IngestSettings};
 use taxi_core::shard::StreamShard;
@@ -86,6 +86,16 @@ impl Deployment {
 
     /// A closer over this deployment's table and stream, indexing into `endpoint`.
     pub fn closer(&self, endpoint: &str, idle_timeout_ms: i64) -> TestCloser {
+        self.closer_with_store(DynamoStore::new(self.dynamodb.clone(), &self.table), endpoint, idle_timeout_ms)
+    }
+
+    /// The same, over another store (one that misbehaves on purpose).
+    pub fn closer_with_store<S: CloserStore>(
+        &self,
+        store: S,
+        endpoint: &str,
+        idle_timeout_ms: i64,
+    ) -> Closer<S, KinesisShards, SearchSink> {
         let sink = SearchSink::new(SearchConfig {
             endpoint: endpoint.to_owned(),
             auth: SearchAuth::None,
@@ -97,7 +107,7 @@ impl Deployment {
         })
         .expect("an HTTP client");
         Closer {
-            store: DynamoStore::new(self.dynamodb.clone(), &self.table),
+            store,
             shards: KinesisShards { client: self.kinesis.clone(), stream: self.stream.clone() },
             sink,
             settings: CloserSettings {
