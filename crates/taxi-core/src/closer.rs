@@ -173,10 +173,10 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             report.lease_held_elsewhere = true;
             return Ok(());
         }
+        // Every shard Kinesis still lists, open or closed: a window's partials are read from all of them.
         let shards = self.shards.list_shards().await.map_err(|e| e.to_string())?;
-        let mut ids: BTreeSet<ShardId> = shards.iter().map(|s| s.id.clone()).collect();
-        let ids_vec: Vec<ShardId> = ids.iter().cloned().collect();
-        let states = self.store.load_shard_states(&ids_vec).await.map_err(|e| e.to_string())?;
+        let shard_ids: Vec<ShardId> = shards.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
         let closer = self.store.load_closer_state().await.map_err(|e| e.to_string())?;
         let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idle_timeout_ms);
         if global.first_seen != closer.first_seen {
@@ -187,8 +187,6 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         let verdicts: Vec<String> = global.verdicts.iter().map(|(id, v)| format!("{id}={}", v.name())).collect();
         tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
         report.global = Some(global);
-        ids.extend(states.keys().cloned());
-        let shard_ids: Vec<ShardId> = ids.into_iter().collect();
 
         // Late data first: those windows are older than any still open.
         let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
