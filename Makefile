@@ -1,11 +1,12 @@
 # The two set-up commands of the README, plus benchmarks.
-#   make demo   the main job: the bundled real sample through the aggregate function into DynamoDB Local
+#   make demo   the main job: `taxi-pipeline local`, the whole pipeline on the bundled real sample, with pictures in out/
 #   make test   every test: format, lints, unit, property and integration tests against the stand-ins
 #   make bench  the benchmarks of docs/BENCHMARKS.md
+#   make sam-build  both Lambda bootstraps (x86_64) with `sam build`, as CI checks it
 
-.PHONY: demo test bench standins
+.PHONY: demo test bench standins deploy-tools template-lint sam-build
 
-# Local stand-ins: DynamoDB Local and kinesis-local pinned by package.json / package-lock.json
+# Local stand-ins: DynamoDB Local and kinesalite pinned by package.json / package-lock.json
 # (they run on the machine's Java and Node.js), osmem-server pinned by requirements-standins.txt.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -16,13 +17,35 @@ target/.standins-pip: requirements-standins.txt
 
 standins: node_modules/.package-lock.json target/.standins-pip
 	@command -v java >/dev/null || { echo "java is needed for DynamoDB Local (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
-	@command -v node >/dev/null || { echo "node is needed for kinesis-local (apt-get install nodejs)" >&2; exit 1; }
+	@command -v node >/dev/null || { echo "node is needed for kinesalite (apt-get install nodejs)" >&2; exit 1; }
 
-# INPUT=path/to/tlc.csv[.gz] replays another TLC file instead of the bundled sample.
+# Deployment tools pinned by requirements-deploy.txt (AWS SAM CLI, cfn-lint, cargo-lambda
+# with Zig), in their own virtual environment so their boto3 pins meet no other package's.
+DEPLOY_TOOLS := target/deploy-tools
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(DEPLOY_TOOLS)/bin:$$PATH" sam
+
+$(DEPLOY_TOOLS)/.installed: requirements-deploy.txt
+	python3 -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	touch $@
+
+deploy-tools: $(DEPLOY_TOOLS)/.installed
+
+# template.yaml: SAM's validation with its linter, and cfn-lint itself; both fail on warnings.
+template-lint: deploy-tools
+	$(SAM) validate --lint
+	$(DEPLOY_TOOLS)/bin/cfn-lint template.yaml
+
+# Both bootstraps for x86_64 (arm64 needs `rustup target add aarch64-unknown-linux-gnu`).
+sam-build: deploy-tools
+	$(SAM) build --parameter-overrides Architecture=x86_64 --build-dir target/sam-build
+	test -x target/sam-build/AggregateFunction/bootstrap && test -x target/sam-build/CloseWindowsFunction/bootstrap
+
+# INPUT=path/to/tlc.csv[.gz] runs another TLC file instead of the bundled sample.
 demo: standins
-	cargo run --release -p taxi-integration-tests --example aggregate_sample $(if $(INPUT),-- --input $(INPUT))
+	cargo run --release -p taxi-pipeline -- local $(if $(INPUT),--input $(INPUT))
 
-test: standins
+test: standins deploy-tools template-lint
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build -q -p taxi-standins
@@ -33,3 +56,4 @@ bench: standins
 	cargo build -q -p taxi-standins
 	target/debug/taxi-standins cargo bench -p taxi-integration-tests --bench dynamodb_writes --bench close_latency
 	cargo bench -p taxi-pipeline --bench replay
+	cargo bench -p taxi-pipeline --bench batch

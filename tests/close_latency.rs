@@ -1,4 +1,4 @@
-//! The closer, measured on the stand-ins (kinesis-local, DynamoDB Local,
+//! The closer, measured on the stand-ins (kinesalite, DynamoDB Local,
 //! osmem-server):
 //! - close latency: from the moment the closing watermark is durable on every
 //!   shard until the last window's documents are searchable, with the

@@ -1,4 +1,4 @@
-//! The closer against real kinesis-local, DynamoDB Local and osmem-server,
+//! The closer against real kinesalite, DynamoDB Local and osmem-server,
 //! after the real aggregate handler has processed real trips.
 
 use std::collections::BTreeMap;

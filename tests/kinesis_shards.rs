@@ -1,4 +1,4 @@
-//! The shard set as kinesis-local reports it, before and after a split.
+//! The shard set as kinesalite reports it, before and after a split.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! `taxi-pipeline replay` against kinesis-local: the real sample into a
+//! `taxi-pipeline replay` against kinesalite: the real sample into a
 //! 4-shard stream, read back shard by shard, with and without PutRecords
 //! entries failing at the client boundary.
 

@@ -2,7 +2,7 @@
 //! 1. CPU cost of reading + encoding: the bundled sample tiled to about a
 //!    million trips through the reading side (gunzip, CSV, New York time to
 //!    UTC, reorder buffer, JSON), the writer replaced by a sink that drops chunks.
-//! 2. Trips per second into kinesis-local at `--speedup 0`: the sample into a
+//! 2. Trips per second into kinesalite at `--speedup 0`: the sample into a
 //!    4-shard stream, started here on a free port.
 
 use std::ops::ControlFlow;
@@ -54,8 +54,8 @@ fn reading_and_encoding() {
     );
 }
 
-async fn into_kinesis_local() {
-    let kinesis = StandIn::KinesisLocal.start(&workspace_root()).expect("kinesis-local (run `make standins`)");
+async fn into_kinesalite() {
+    let kinesis = StandIn::Kinesalite.start(&workspace_root()).expect("kinesalite (run `make standins`)");
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .endpoint_url(kinesis.endpoint())
@@ -71,7 +71,7 @@ async fn into_kinesis_local() {
         let config = WriterConfig { max_in_flight, ..WriterConfig::default() };
         let summary = replay(options(1), target, config, Progress::hidden()).await.expect("replay");
         println!(
-            "into kinesis-local, 4 shards, --speedup 0, --max-in-flight {max_in_flight}: {} trips in {:.1} s, {:.0} trips/s ({} watermark events)",
+            "into kinesalite, 4 shards, --speedup 0, --max-in-flight {max_in_flight}: {} trips in {:.1} s, {:.0} trips/s ({} watermark events)",
             summary.writer.acknowledged,
             summary.elapsed.as_secs_f64(),
             summary.writer.acknowledged as f64 / summary.elapsed.as_secs_f64(),
@@ -86,5 +86,5 @@ fn main() {
         return;
     }
     reading_and_encoding();
-    tokio::runtime::Runtime::new().expect("a runtime").block_on(into_kinesis_local());
+    tokio::runtime::Runtime::new().expect("a runtime").block_on(into_kinesalite());
 }

@@ -17,6 +17,13 @@ pub enum Command {
     /// Replay TLC taxi trips into a Kinesis stream at a speedup, in dropoff
     /// order, with a watermark event to every open shard every interval.
     Replay(ReplayArgs),
+    /// Run the whole pipeline on this machine: stand-ins for Kinesis, DynamoDB
+    /// and OpenSearch, the real producer and handlers, and dashboard pictures.
+    Local(crate::local::LocalArgs),
+    /// Render the dashboard pictures (PNG) from the indices of an Elasticsearch / OpenSearch endpoint.
+    Report(crate::report::ReportArgs),
+    /// Aggregate historic files with the same core, without AWS: NDJSON for `_bulk`, or straight into an endpoint.
+    Batch(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,7 +84,7 @@ pub enum TimeModeArg {
     Now,
 }
 
-fn non_negative(text: &str) -> Result<f64, String> {
+pub(crate) fn non_negative(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("{text:?} is not a number >= 0")),
@@ -91,7 +98,7 @@ mod tests {
     #[test]
     fn defaults_and_bad_values() {
         let cli = Cli::try_parse_from(["taxi-pipeline", "replay", "trips.csv.gz", "--stream", "taxi"]).unwrap();
-        let Command::Replay(args) = cli.command;
+        let Command::Replay(args) = cli.command else { panic!("replay") };
         assert_eq!((args.speedup, args.repeat, args.time_mode, args.format), (1.0, 1, TimeModeArg::Original, InputFormat::Auto));
         assert_eq!((args.horizon, args.watermark_interval), (Duration::from_secs(4 * 3600), Duration::from_secs(1)));
         assert_eq!(args.final_watermark_advance, Duration::from_secs(86_400));
@@ -100,7 +107,10 @@ mod tests {
         assert!(parse(&["--repeat", "0"]).is_err());
         assert!(parse(&["--horizon", "soon"]).is_err());
         assert!(Cli::try_parse_from(["taxi-pipeline", "replay", "x.csv"]).is_err(), "the stream is required");
-        let Command::Replay(fast) = parse(&["--speedup", "0", "--time-mode", "now", "--watermark-interval", "250ms"]).unwrap().command;
+        let Command::Replay(fast) = parse(&["--speedup", "0", "--time-mode", "now", "--watermark-interval", "250ms"]).unwrap().command
+        else {
+            panic!("replay")
+        };
         assert_eq!((fast.speedup, fast.time_mode, fast.watermark_interval), (0.0, TimeModeArg::Now, Duration::from_millis(250)));
     }
 }

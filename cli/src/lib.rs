@@ -8,9 +8,12 @@
 //! - [`progress`]: the progress bar.
 
 pub mod args;
+pub mod batch;
 pub mod input;
+pub mod local;
 pub mod progress;
 pub mod replay;
+pub mod report;
 
 use std::sync::Arc;
 
@@ -26,9 +29,12 @@ use crate::replay::{replay, FeedOptions};
 /// under the aggregate function's default `FUTURE_TOLERANCE_SECONDS` (900).
 const LIVE_FINAL_WATERMARK_AHEAD_S: i64 = 600;
 
-/// Logs to stderr, level from `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to stderr, level from `RUST_LOG` (default `info`; `warn` for `local`,
+/// whose in-process handlers would otherwise log every batch and bad record,
+/// which its summary counts).
+pub fn init_logging(command: &Command) {
+    let default = if matches!(command, Command::Local(_)) { "warn,taxi_core::ingest=error,taxi_pipeline::replay=error" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -46,6 +52,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             summary.print();
             Ok(())
         }
+        Command::Local(args) => local::run(args).await,
+        Command::Report(args) => report::run(args).await,
+        Command::Batch(args) => batch::run(args).await,
     }
 }
 

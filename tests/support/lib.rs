@@ -1,18 +1,20 @@
 //! Shared support for the integration tests and benchmarks:
 //!
-//! - [`standins`]: DynamoDB Local, kinesis-local and osmem-server (or the
+//! - [`standins`]: DynamoDB Local, kinesalite and osmem-server (or the
 //!   endpoints given in the environment) and clients for them.
 //! - [`tables`]: reading back what the pipeline wrote to DynamoDB.
 //! - [`fault_proxy`]: a proxy that refuses bulk items with 429 for a while.
 //! - [`pipeline`]: a whole deployment on the stand-ins, for the closer's tests.
 //! - [`kinesis`]: the real sample turned into Lambda-shaped Kinesis batches.
 //! - [`kinesis_read`]: every record of every shard of a stream, read back.
+//! - [`lambda_watch`]: the real function binaries under `cargo lambda watch`.
 //! - [`oracle`]: the expected aggregates, computed straight from the CSV with
 //!   none of the pipeline's code.
 
 pub mod fault_proxy;
 pub mod kinesis;
 pub mod kinesis_read;
+pub mod lambda_watch;
 pub mod oracle;
 pub mod pipeline;
 pub mod standins;

@@ -77,3 +77,47 @@ pub fn expected(path: &Path, pane_s: i64, precision: usize) -> Expected {
     }
     out
 }
+
+/// One document as the oracle expects it: trips and the sum of their durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedDocument {
+    pub count: u64,
+    pub sum_s: u64,
+}
+
+/// The documents of windows of `size_s` sliding by the oracle's pane length
+/// (`pane_s` of [`expected`]), keyed `_index/_id`, built from the oracle's
+/// partials by summing the panes of each window: hot spots and per-cell
+/// airport documents with at least `min_count` trips, per-airport documents
+/// with any. Written from the documented `_id` format, not from the pipeline's code.
+pub fn expected_documents(
+    expected: &Expected,
+    pane_s: i64,
+    size_s: i64,
+    min_count: u64,
+    (pickup_index, duration_index): (&str, &str),
+) -> BTreeMap<String, ExpectedDocument> {
+    let mut windows: BTreeMap<(i64, &str), ExpectedDocument> = BTreeMap::new();
+    for ((pane, key), (count, sum)) in &expected.partials {
+        // The windows containing the pane start at the pane and the panes before it.
+        for k in 0..size_s / pane_s {
+            let window = windows.entry((pane - k * pane_s, key.as_str())).or_insert(ExpectedDocument { count: 0, sum_s: 0 });
+            window.count += count;
+            window.sum_s += sum;
+        }
+    }
+    let mut documents = BTreeMap::new();
+    for ((start, key), document) in windows {
+        let parts: Vec<&str> = key.split('#').collect();
+        let id = match parts.as_slice() {
+            ["pickups", cell] if document.count >= min_count => format!("{pickup_index}/pickups-{start}-{size_s}s-{cell}"),
+            ["airport_cell", code, cell] if document.count >= min_count => {
+                format!("{duration_index}/airport-{start}-{size_s}s-{code}-{cell}")
+            }
+            ["airport", code] => format!("{duration_index}/airport-{start}-{size_s}s-{code}"),
+            _ => continue,
+        };
+        documents.insert(id, document);
+    }
+    documents
+}

@@ -1,5 +1,5 @@
 //! A whole deployment on the stand-ins, for the closer's tests: a DynamoDB
-//! table, a 4-shard kinesis-local stream and index names of its own.
+//! table, a 4-shard kinesalite stream and index names of its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -122,45 +122,61 @@ impl Deployment {
 
     /// Every document of both indices on the bundled OpenSearch stand-in: `_index/_id` -> source.
     pub async fn indexed(&self) -> BTreeMap<String, Value> {
-        let mut all = BTreeMap::new();
-        for index in [&self.documents.pickup_index, &self.documents.duration_index] {
-            all.extend(search_all(opensearch_endpoint(), index).await.into_iter().map(|(id, source)| (format!("{index}/{id}"), source)));
-        }
-        all
+        indexed(opensearch_endpoint(), &self.documents).await
     }
 
     /// The documents the oracle's partials call for, as `_index/_id` -> (count, sum of durations).
     pub fn expected(&self, oracle: &Expected) -> BTreeMap<String, (u64, u64)> {
-        let (pickups, durations) = (&self.documents.pickup_index, &self.documents.duration_index);
-        let mut expected = BTreeMap::new();
-        for ((pane, key), (count, sum)) in &oracle.partials {
-            let parts: Vec<&str> = key.split('#').collect();
-            let id = match parts.as_slice() {
-                // Hot-spot documents carry no durations.
-                ["pickups", cell] if *count >= 2 => {
-                    expected.insert(format!("{pickups}/pickups-{pane}-600s-{cell}"), (*count, 0));
-                    continue;
-                }
-                ["airport_cell", code, cell] if *count >= 2 => format!("{durations}/airport-{pane}-600s-{code}-{cell}"),
-                ["airport", code] => format!("{durations}/airport-{pane}-600s-{code}"),
-                _ => continue,
-            };
-            expected.insert(id, (*count, *sum));
-        }
-        expected
+        expected_documents(&self.documents, oracle)
     }
 
     /// Indexed documents reduced to (count, sum), for comparison with [`Deployment::expected`].
     pub async fn indexed_counts(&self) -> BTreeMap<String, (u64, u64)> {
-        self.indexed()
-            .await
-            .into_iter()
-            .map(|(id, source)| {
-                let count = source["pickup_count"].as_u64().or(source["trip_count"].as_u64()).expect("a count");
-                (id, (count, source["sum_trip_duration"].as_u64().unwrap_or(0)))
-            })
-            .collect()
+        indexed_counts(opensearch_endpoint(), &self.documents).await
     }
+}
+
+/// Every document of both indices at `endpoint`: `_index/_id` -> source.
+pub async fn indexed(endpoint: &str, documents: &DocumentSettings) -> BTreeMap<String, Value> {
+    let mut all = BTreeMap::new();
+    for index in [&documents.pickup_index, &documents.duration_index] {
+        all.extend(search_all(endpoint, index).await.into_iter().map(|(id, source)| (format!("{index}/{id}"), source)));
+    }
+    all
+}
+
+/// The documents the oracle's partials call for (10-minute tumbling windows,
+/// at least 2 trips per cell), as `_index/_id` -> (count, sum of durations).
+pub fn expected_documents(documents: &DocumentSettings, oracle: &Expected) -> BTreeMap<String, (u64, u64)> {
+    let (pickups, durations) = (&documents.pickup_index, &documents.duration_index);
+    let mut expected = BTreeMap::new();
+    for ((pane, key), (count, sum)) in &oracle.partials {
+        let parts: Vec<&str> = key.split('#').collect();
+        let id = match parts.as_slice() {
+            // Hot-spot documents carry no durations.
+            ["pickups", cell] if *count >= 2 => {
+                expected.insert(format!("{pickups}/pickups-{pane}-600s-{cell}"), (*count, 0));
+                continue;
+            }
+            ["airport_cell", code, cell] if *count >= 2 => format!("{durations}/airport-{pane}-600s-{code}-{cell}"),
+            ["airport", code] => format!("{durations}/airport-{pane}-600s-{code}"),
+            _ => continue,
+        };
+        expected.insert(id, (*count, *sum));
+    }
+    expected
+}
+
+/// Indexed documents reduced to (count, sum), for comparison with [`expected_documents`].
+pub async fn indexed_counts(endpoint: &str, documents: &DocumentSettings) -> BTreeMap<String, (u64, u64)> {
+    indexed(endpoint, documents)
+        .await
+        .into_iter()
+        .map(|(id, source)| {
+            let count = source["pickup_count"].as_u64().or(source["trip_count"].as_u64()).expect("a count");
+            (id, (count, source["sum_trip_duration"].as_u64().unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// Asserts two maps are equal, printing only the differing entries.

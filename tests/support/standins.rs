@@ -4,7 +4,6 @@
 
 use std::sync::OnceLock;
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use taxi_standins::{RunningStandIn, StandIn};
 
 /// Kept for the life of the test process: statics are never dropped, and the
@@ -33,7 +32,7 @@ pub fn dynamodb_endpoint() -> &'static str {
 
 pub fn kinesis_endpoint() -> &'static str {
     static CELL: OnceLock<Started> = OnceLock::new();
-    started(StandIn::KinesisLocal, "KINESIS_ENDPOINT", &CELL)
+    started(StandIn::Kinesalite, "KINESIS_ENDPOINT", &CELL)
 }
 
 pub fn opensearch_endpoint() -> &'static str {
@@ -41,29 +40,12 @@ pub fn opensearch_endpoint() -> &'static str {
     started(StandIn::OsmemServer, "OPENSEARCH_ENDPOINT", &CELL)
 }
 
-/// Test credentials: the stand-ins accept any, and the SDK still signs.
-fn credentials() -> Credentials {
-    Credentials::new("local", "local", None, None, "standins")
-}
-
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(dynamodb_endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(credentials())
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
+    taxi_aws::config::standin_dynamodb_client(dynamodb_endpoint())
 }
 
 pub fn kinesis_client() -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .endpoint_url(kinesis_endpoint())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(credentials())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
+    taxi_aws::config::standin_kinesis_client(kinesis_endpoint())
 }
 
 /// A resource name no other test uses.

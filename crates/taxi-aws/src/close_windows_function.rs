@@ -10,7 +10,7 @@ use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, Docume
 use taxi_core::metrics::close_report_emf;
 use taxi_core::time::{EventTime, WallTime};
 
-use crate::config::{sdk_config, CloseWindowsConfig, SearchAuthMode};
+use crate::config::{sdk_config, AwsClients, CloseWindowsConfig, SearchAuthMode};
 use crate::dynamo::DynamoStore;
 use crate::kinesis::KinesisShards;
 use crate::search::{SearchAuth, SearchConfig, SearchSink};
@@ -76,19 +76,20 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
     })
 }
 
-/// Builds the closer from the configuration and the default AWS chain.
-pub async fn closer_from_config(
+/// Builds the closer from the configuration and the clients (of the default
+/// AWS chain on Lambda; of the stand-ins in `taxi-pipeline local`).
+pub fn closer_from_config(
     config: &CloseWindowsConfig,
+    clients: &AwsClients,
     owner: String,
 ) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
-    let sdk = sdk_config(config.dynamodb_max_attempts).await;
     let auth = match &config.auth {
         SearchAuthMode::None => SearchAuth::None,
         SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
         SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
             service: *service,
-            region: sdk.region().map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
-            credentials: sdk.credentials_provider().ok_or("SigV4 needs AWS credentials, and none were found")?,
+            region: clients.sdk.region().map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
+            credentials: clients.sdk.credentials_provider().ok_or("SigV4 needs AWS credentials, and none were found")?,
         },
     };
     let sink = SearchSink::new(SearchConfig {
@@ -102,8 +103,8 @@ pub async fn closer_from_config(
     })
     .map_err(|e| e.to_string())?;
     Ok(Closer {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name.clone()),
-        shards: KinesisShards { client: aws_sdk_kinesis::Client::new(&sdk), stream: config.stream_name.clone() },
+        store: DynamoStore::new(clients.dynamodb.clone(), config.table_name.clone()),
+        shards: KinesisShards { client: clients.kinesis.clone(), stream: config.stream_name.clone() },
         sink,
         settings: CloserSettings {
             window: config.window,
@@ -115,6 +116,17 @@ pub async fn closer_from_config(
     })
 }
 
+/// The invocation's deadline. Lambda's is always ahead; an emulator's may not
+/// be (`cargo lambda watch` sends a fixed one in 1970), and then the function
+/// runs as if its timeout were the re-check time plus the safety margin.
+fn invocation_deadline(given_ms: i64, now: WallTime, repeat: Repeat) -> WallTime {
+    if given_ms > now.0 {
+        WallTime(given_ms)
+    } else {
+        WallTime(now.0 + repeat.keep_running.as_millis() as i64 + 2 * SAFETY_MARGIN_MS)
+    }
+}
+
 /// The Lambda entry point.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     init_lambda_logging();
@@ -124,7 +136,8 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     })?;
     // The execution environment's log stream is unique: a good lease owner.
     let owner = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| format!("close-windows-{}", fastrand::u64(..)));
-    let closer = closer_from_config(&config, owner).await.map_err(|e| {
+    let clients = AwsClients::new(sdk_config(config.dynamodb_max_attempts).await);
+    let closer = closer_from_config(&config, &clients, owner).map_err(|e| {
         tracing::error!("{e}");
         e
     })?;
@@ -135,8 +148,21 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     };
     let (closer, config, function_name) = (&closer, &config, function_name.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = WallTime(event.context.deadline as i64);
+        let deadline = invocation_deadline(event.context.deadline as i64, WallTime::now(), repeat);
         Ok::<_, lambda_runtime::Error>(close_windows(closer, deadline, repeat, Some((&config.metrics_namespace, function_name))).await)
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_in_the_past_becomes_the_run_time_plus_margins() {
+        let repeat = Repeat { recheck_interval: Duration::from_secs(5), keep_running: Duration::from_secs(50) };
+        let now = WallTime(1_800_000_000_000);
+        assert_eq!(invocation_deadline(now.0 + 60_000, now, repeat), WallTime(now.0 + 60_000));
+        assert_eq!(invocation_deadline(600_000, now, repeat), WallTime(now.0 + 50_000 + 6_000));
+    }
 }

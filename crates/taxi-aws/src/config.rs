@@ -42,6 +42,55 @@ pub async fn sdk_config(max_attempts: u32) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(max_attempts)).load().await
 }
 
+/// The AWS clients the functions use.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    /// Region and credentials, also for SigV4 to the search endpoint.
+    pub sdk: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+}
+
+impl AwsClients {
+    /// Both clients from one SDK configuration (on Lambda).
+    pub fn new(sdk: aws_config::SdkConfig) -> AwsClients {
+        AwsClients { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), kinesis: aws_sdk_kinesis::Client::new(&sdk), sdk }
+    }
+
+    /// Clients of local stand-ins; `sdk` stays for SigV4 to a real search endpoint.
+    pub fn standins(sdk: aws_config::SdkConfig, dynamodb_endpoint: &str, kinesis_endpoint: &str) -> AwsClients {
+        AwsClients { dynamodb: standin_dynamodb_client(dynamodb_endpoint), kinesis: standin_kinesis_client(kinesis_endpoint), sdk }
+    }
+}
+
+/// The stand-ins accept any credentials, but the SDK signs every request, so
+/// fixed ones keep a machine without AWS credentials working.
+fn standin_credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new("local", "local", None, None, "standins")
+}
+
+/// A DynamoDB client of a local stand-in (DynamoDB Local).
+pub fn standin_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(standin_credentials())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A Kinesis client of a local stand-in (kinesalite).
+pub fn standin_kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(standin_credentials())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,10 +172,10 @@ impl<S: PartialStore> Aggregator<S> {
         let fresh = &plan.fresh;
         let mut metrics = BatchMetrics::default();
         let mut durable = fresh.len();
-        let writes = stream::iter(plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c)))
-            .buffer_unordered(s.write_concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
+        // The futures are collected first: a lazy `map` closure kept across the
+        // await would make the future's `Send` unprovable to the compiler.
+        let writes: Vec<_> = plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c)).collect();
+        let writes = stream::iter(writes).buffer_unordered(s.write_concurrency.max(1)).collect::<Vec<_>>().await;
         for write in writes {
             metrics.partial_writes += write.attempts;
             metrics.fenced_writes += write.fenced;
@@ -189,19 +189,20 @@ impl<S: PartialStore> Aggregator<S> {
         // The closer's progress only matters for windows within lateness; the
         // marker is written even if the closer has not reached the window yet.
         let markers: Vec<_> = plan.reemit.iter().filter(|(_, (first, _))| *first < durable).collect();
-        let results = stream::iter(markers.into_iter().map(|(window, (first, last))| async move {
-            let last = (*last).min(durable - 1);
-            let marker = ReemitMarker {
-                window: *window,
-                shard,
-                seq: &fresh[last].record.seq,
-                expires_at: self.expires_at(s.window.window_end(*window)),
-            };
-            (*first, self.store.put_reemit_marker(&marker).await)
-        }))
-        .buffer_unordered(s.write_concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+        let results: Vec<_> = markers
+            .into_iter()
+            .map(|(window, (first, last))| async move {
+                let last = (*last).min(durable - 1);
+                let marker = ReemitMarker {
+                    window: *window,
+                    shard,
+                    seq: &fresh[last].record.seq,
+                    expires_at: self.expires_at(s.window.window_end(*window)),
+                };
+                (*first, self.store.put_reemit_marker(&marker).await)
+            })
+            .collect();
+        let results = stream::iter(results).buffer_unordered(s.write_concurrency.max(1)).collect::<Vec<_>>().await;
         for (first, result) in results {
             metrics.marker_writes += 1;
             match result {

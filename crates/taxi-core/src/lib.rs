@@ -19,8 +19,10 @@
 //! - [`tlc`]: TLC CSV rows to trip events (New York local time to UTC).
 //! - [`replay`]: the producer's reorder buffer, watermark tracker and pacing.
 //! - [`retry`]: exponential backoff with jitter, shared by every retrying client.
+//! - [`batch`]: batch mode's chunk pre-aggregation and streaming window finisher.
 
 pub mod aggregate;
+pub mod batch;
 pub mod bulk;
 pub mod closer;
 pub mod closing;

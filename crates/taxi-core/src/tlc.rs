@@ -4,11 +4,12 @@
 //! headers (`RateCodeID` / `RatecodeID`, ...) both work. TLC times are naive
 //! New York local times; they become UTC with the real time-zone rules.
 
-use chrono::{LocalResult, NaiveDateTime, TimeZone};
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::America::New_York;
 use csv::StringRecord;
 
-use crate::event::TripEvent;
+use crate::event::{Trip, TripEvent};
+use crate::geo::GeoPoint;
 use crate::time::EventTime;
 
 const PICKUP_TIME: &str = "tpep_pickup_datetime";
@@ -78,22 +79,9 @@ impl TlcColumns {
 
     /// The trip event of one data row; `trip_id` is the caller's numbering.
     pub fn trip_event(&self, row: &StringRecord, trip_id: u64) -> Result<TripEvent, RowError> {
-        let field = |column: &'static str, at: usize| row.get(at).map(str::trim).ok_or(RowError::ShortRow { column });
         let time = |column: &'static str, at: usize| -> Result<String, RowError> {
-            let text = field(column, at)?;
-            new_york_to_utc(text).map(EventTime::to_rfc3339).ok_or_else(|| RowError::BadValue {
-                column,
-                value: text.into(),
-                expected: "a time like 2015-01-10 00:12:34",
-            })
-        };
-        let number = |column: &'static str, at: usize| -> Result<f64, RowError> {
-            let text = field(column, at)?;
-            text.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| RowError::BadValue {
-                column,
-                value: text.into(),
-                expected: "a number",
-            })
+            let text = field(row.get(at), column)?;
+            new_york_to_utc(text).map(EventTime::to_rfc3339).ok_or_else(|| bad_time(column, text))
         };
         let optional =
             |at: Option<usize>| at.and_then(|at| row.get(at)).and_then(|t| t.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
@@ -102,16 +90,101 @@ impl TlcColumns {
             trip_id,
             pickup_datetime: time(PICKUP_TIME, self.pickup_time)?,
             dropoff_datetime: time(DROPOFF_TIME, self.dropoff_time)?,
-            pickup_lat: number(PICKUP_LAT, self.pickup_lat)?,
-            pickup_lon: number(PICKUP_LON, self.pickup_lon)?,
-            dropoff_lat: number(DROPOFF_LAT, self.dropoff_lat)?,
-            dropoff_lon: number(DROPOFF_LON, self.dropoff_lon)?,
+            pickup_lat: number(row.get(self.pickup_lat), PICKUP_LAT)?,
+            pickup_lon: number(row.get(self.pickup_lon), PICKUP_LON)?,
+            dropoff_lat: number(row.get(self.dropoff_lat), DROPOFF_LAT)?,
+            dropoff_lon: number(row.get(self.dropoff_lon), DROPOFF_LON)?,
             passenger_count: optional(self.passenger_count).map(|v| v as u32),
             trip_distance: optional(self.trip_distance),
             fare_amount: optional(self.fare_amount),
             total_amount: optional(self.total_amount),
         })
     }
+
+    /// What the analytics need of one data row, given as its fields (the
+    /// times in UTC and the four coordinates), without allocating: the rules
+    /// and errors of [`TlcColumns::trip_event`], with the times converted through `clock`.
+    pub fn trip(&self, fields: &[&str], clock: &mut NewYorkClock) -> Result<Trip, RowError> {
+        let get = |at: usize| fields.get(at).copied();
+        let mut time = |column: &'static str, at: usize| -> Result<EventTime, RowError> {
+            let text = field(get(at), column)?;
+            clock.to_utc(text).ok_or_else(|| bad_time(column, text))
+        };
+        let pickup_time = time(PICKUP_TIME, self.pickup_time)?;
+        let dropoff_time = time(DROPOFF_TIME, self.dropoff_time)?;
+        Ok(Trip {
+            pickup_time,
+            dropoff_time,
+            pickup: GeoPoint { lat: number(get(self.pickup_lat), PICKUP_LAT)?, lon: number(get(self.pickup_lon), PICKUP_LON)? },
+            dropoff: GeoPoint { lat: number(get(self.dropoff_lat), DROPOFF_LAT)?, lon: number(get(self.dropoff_lon), DROPOFF_LON)? },
+        })
+    }
+}
+
+fn field<'r>(value: Option<&'r str>, column: &'static str) -> Result<&'r str, RowError> {
+    value.map(str::trim).ok_or(RowError::ShortRow { column })
+}
+
+fn number(value: Option<&str>, column: &'static str) -> Result<f64, RowError> {
+    let text = field(value, column)?;
+    text.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| RowError::BadValue {
+        column,
+        value: text.into(),
+        expected: "a number",
+    })
+}
+
+fn bad_time(column: &'static str, text: &str) -> RowError {
+    RowError::BadValue { column, value: text.into(), expected: "a time like 2015-01-10 00:12:34" }
+}
+
+/// [`new_york_to_utc`] for many rows. The usual `2015-01-10 00:12:34` form is
+/// read by hand and the UTC offset remembered per local hour, since New York
+/// changes its offset only on the hour; any other text goes through
+/// [`new_york_to_utc`] itself, so the results are the same.
+#[derive(Clone, Debug)]
+pub struct NewYorkClock {
+    /// (local hour since the epoch, offset to UTC in seconds), by hour modulo the size.
+    hours: [(i64, i64); 64],
+}
+
+impl Default for NewYorkClock {
+    fn default() -> NewYorkClock {
+        NewYorkClock { hours: [(i64::MIN, 0); 64] }
+    }
+}
+
+impl NewYorkClock {
+    pub fn to_utc(&mut self, text: &str) -> Option<EventTime> {
+        let Some(local) = canonical_local_seconds(text.as_bytes()) else {
+            return new_york_to_utc(text);
+        };
+        let hour = local.div_euclid(3600);
+        let slot = &mut self.hours[hour.rem_euclid(64) as usize];
+        if slot.0 != hour {
+            let (start, end) = (hour * 3600, hour * 3600 + 3599);
+            let offset = |local: i64| Some(new_york_naive_to_utc(DateTime::from_timestamp(local, 0)?.naive_utc())?.0 - local);
+            match (offset(start), offset(end)) {
+                (Some(a), Some(b)) if a == b => *slot = (hour, a),
+                // An hour with a change inside it (none in New York since 1883): no shortcut.
+                _ => return new_york_naive_to_utc(DateTime::from_timestamp(local, 0)?.naive_utc()),
+            }
+        }
+        Some(EventTime(local + slot.1))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` read as seconds since the epoch of that naive time;
+/// `None` for anything else (including a leap second), left to chrono.
+fn canonical_local_seconds(text: &[u8]) -> Option<i64> {
+    let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, b' ', h1, h2, b':', i1, i2, b':', s1, s2] = text else {
+        return None;
+    };
+    let digits = |ds: &[u8]| ds.iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
+    let date = NaiveDate::from_ymd_opt(digits(&[y1, y2, y3, y4])? as i32, digits(&[m1, m2])?, digits(&[d1, d2])?)?;
+    let (hour, minute, second) = (digits(&[h1, h2])?, digits(&[i1, i2])?, digits(&[s1, s2])?);
+    (second < 60).then_some(())?;
+    Some(date.and_hms_opt(hour, minute, second)?.and_utc().timestamp())
 }
 
 /// A naive New York local time (`2015-01-10 00:12:34`) as UTC.
@@ -120,7 +193,10 @@ impl TlcColumns {
 /// taken; in the spring hour that does not exist, the meter's clock is taken
 /// to be still on standard time.
 pub fn new_york_to_utc(text: &str) -> Option<EventTime> {
-    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?;
+    new_york_naive_to_utc(NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?)
+}
+
+fn new_york_naive_to_utc(naive: NaiveDateTime) -> Option<EventTime> {
     match New_York.from_local_datetime(&naive) {
         LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(EventTime(t.timestamp())),
         LocalResult::None => {
@@ -176,5 +252,70 @@ mod tests {
         assert_eq!(utc("2015-11-01 01:30:00"), "2015-11-01T05:30:00Z");
         assert_eq!(utc("2015-11-01 02:00:00"), "2015-11-01T07:00:00Z");
         assert_eq!(new_york_to_utc("2015-11-01T01:30:00"), None);
+    }
+
+    #[test]
+    fn the_clock_agrees_with_new_york_to_utc_on_odd_texts() {
+        let mut clock = NewYorkClock::default();
+        for text in [
+            "2015-03-08 01:59:59",
+            "2015-03-08 02:30:00",
+            "2015-03-08 03:00:00",
+            "2015-11-01 01:30:00",
+            "2015-11-01 02:00:00",
+            "2015-02-30 00:00:00",
+            "2015-01-10 23:59:60",
+            "2015-01-10 24:00:00",
+            "2015-1-10 00:00:00",
+            "2015-01-10 00:00:00.5",
+            "soon",
+            "",
+        ] {
+            assert_eq!(clock.to_utc(text), new_york_to_utc(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_clock_agrees_with_new_york_to_utc_across_both_changes_of_2015() {
+        let mut clock = NewYorkClock::default();
+        for day in ["2015-03-07 00:00:00", "2015-10-31 00:00:00"] {
+            let start = NaiveDateTime::parse_from_str(day, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp();
+            for local in (start..start + 2 * 86_400).step_by(59) {
+                let text = DateTime::from_timestamp(local, 0).unwrap().naive_utc().format("%Y-%m-%d %H:%M:%S").to_string();
+                assert_eq!(clock.to_utc(&text), new_york_to_utc(&text), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fast_row_has_the_values_and_errors_of_the_trip_event() {
+        let columns = TlcColumns::from_header(&record(HEADER_2015)).unwrap();
+        let mut clock = NewYorkClock::default();
+        let row = record("2,2015-01-10 00:00:00,2015-01-10 00:10:00,1,2.5,-73.99,40.7,1,N,-73.78,40.64,1,20,0.5,0.5,0,0,0.3,21.3");
+        let trip = columns.trip(&row.iter().collect::<Vec<_>>(), &mut clock).unwrap();
+        let event = columns.trip_event(&row, 1).unwrap();
+        assert_eq!(trip.pickup_time.to_rfc3339(), event.pickup_datetime);
+        assert_eq!(trip.dropoff_time.to_rfc3339(), event.dropoff_datetime);
+        assert_eq!((trip.pickup.lat, trip.pickup.lon, trip.dropoff.lat, trip.dropoff.lon), (40.7, -73.99, 40.64, -73.78));
+        for bad in [
+            "2,2015-01-10 00:00:00,soon,1,2.5,-73.99,40.7,1,N,-73.78,40.64",
+            "2,2015-01-10 00:00:00,2015-01-10 00:10:00,1,2.5,-73.99,NaN",
+            "2",
+        ] {
+            let fields: Vec<&str> = bad.split(',').collect();
+            assert_eq!(columns.trip(&fields, &mut clock).unwrap_err(), columns.trip_event(&record(bad), 1).unwrap_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Runs of local times anywhere in four years (eight DST changes), through one clock.
+        #[test]
+        fn the_clock_agrees_with_new_york_to_utc(start in 1_388_534_400i64..1_514_764_800, steps in proptest::collection::vec(-7200i64..7200, 1..40)) {
+            let mut clock = NewYorkClock::default();
+            for step in steps {
+                let text = DateTime::from_timestamp(start + step, 0).unwrap().naive_utc().format("%Y-%m-%d %H:%M:%S").to_string();
+                proptest::prop_assert_eq!(clock.to_utc(&text), new_york_to_utc(&text), "{}", text);
+            }
+        }
     }
 }

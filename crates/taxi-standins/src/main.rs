@@ -1,4 +1,4 @@
-//! `taxi-standins COMMAND [ARGS...]`: starts DynamoDB Local, kinesis-local and
+//! `taxi-standins COMMAND [ARGS...]`: starts DynamoDB Local, kinesalite and
 //! osmem-server on free loopback ports, runs the command with
 //! `DYNAMODB_ENDPOINT`, `KINESIS_ENDPOINT` and `OPENSEARCH_ENDPOINT` set to
 //! them, stops them, and exits with the command's status. Run it from the
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let mut running = Vec::new();
     for (service, variable) in [
         (StandIn::DynamoDbLocal, "DYNAMODB_ENDPOINT"),
-        (StandIn::KinesisLocal, "KINESIS_ENDPOINT"),
+        (StandIn::Kinesalite, "KINESIS_ENDPOINT"),
         (StandIn::OsmemServer, "OPENSEARCH_ENDPOINT"),
     ] {
         match service.start(&root) {

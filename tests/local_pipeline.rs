@@ -1,0 +1,123 @@
+//! `taxi-pipeline local` end to end, on the test stand-ins: the real producer,
+//! the event source mapping emulator, the real handlers, and the documents
+//! in OpenSearch checked exactly against the oracle computed from the CSV.
+
+use std::path::Path;
+
+use clap::Parser;
+use taxi_core::documents::DocumentSettings;
+use taxi_integration_tests::lambda_watch::{standin_env, LambdaWatch};
+use taxi_integration_tests::oracle::{self, Expected};
+use taxi_integration_tests::pipeline::{assert_same, expected_documents, indexed_counts};
+use taxi_integration_tests::standins::{dynamodb_endpoint, kinesis_endpoint, opensearch_endpoint, unique_name};
+use taxi_integration_tests::{fixture_path, sample_path};
+use taxi_pipeline::args::{Cli, Command};
+use taxi_pipeline::local::{run_local, LocalArgs, LocalSummary};
+
+/// The command line of a local run on the test stand-ins, with names of its own.
+fn local_args(input: &Path, name: &str, extra: &[&str]) -> (LocalArgs, DocumentSettings) {
+    let documents =
+        DocumentSettings { min_count: 2, pickup_index: format!("pickup_count-{name}"), duration_index: format!("trip_duration-{name}") };
+    let mut line: Vec<String> = vec!["taxi-pipeline".into(), "local".into(), "--input".into(), input.display().to_string()];
+    for (flag, value) in [
+        ("--kinesis-endpoint", kinesis_endpoint().to_owned()),
+        ("--dynamodb-endpoint", dynamodb_endpoint().to_owned()),
+        ("--es-endpoint", opensearch_endpoint().to_owned()),
+        ("--stream", name.to_owned()),
+        ("--table", name.to_owned()),
+        ("--set", format!("PICKUP_INDEX={}", documents.pickup_index)),
+        ("--set", format!("DURATION_INDEX={}", documents.duration_index)),
+        ("--close-interval", "1s".into()),
+        ("--timeout", "8m".into()),
+    ] {
+        line.extend([flag.to_owned(), value]);
+    }
+    line.push("--quiet".into());
+    if !extra.contains(&"--out") {
+        line.push("--no-report".into());
+    }
+    line.extend(extra.iter().map(|s| s.to_string()));
+    let Command::Local(args) = Cli::try_parse_from(line).expect("a valid command line").command else { panic!("the local command") };
+    (args, documents)
+}
+
+/// Runs `local` (stream, table and indices named after `name`) and checks
+/// every document and every count against the oracle.
+async fn run_and_check(input: &Path, name: &str, extra: &[&str]) -> LocalSummary {
+    let (args, documents) = local_args(input, name, extra);
+    let summary = run_local(args).await.expect("the local run");
+    let oracle: Expected = oracle::expected(input, 600, 6);
+    let expected = expected_documents(&documents, &oracle);
+    assert!(expected.len() > 50, "the input makes many documents");
+    assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "indexed documents");
+
+    // The counts add up: the producer skips what cannot be a trip, the function the rest.
+    assert_eq!(summary.replay.rows, oracle.rows);
+    let skipped: u64 = summary.replay.skipped.nonzero().map(|(_, n)| n).sum();
+    assert_eq!(summary.aggregated.trips_aggregated, oracle.valid_trips);
+    assert_eq!(skipped + summary.aggregated.invalid.total(), oracle.outside_area + oracle.bad_duration, "every other row is counted once");
+    assert!(skipped >= oracle.bad_duration, "the producer skips every bad duration (and some rows outside the area too)");
+    assert_eq!(summary.discarded_records, 0);
+    assert_eq!(summary.closed.documents_indexed as usize, expected.len(), "each document indexed once");
+    assert_eq!(summary.closed.windows_left_open, 0);
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fixture_end_to_end_equals_the_oracle() {
+    let summary = run_and_check(&fixture_path(), &unique_name("local-fixture"), &[]).await;
+    assert_eq!((summary.function_errors, summary.injected_errors), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_full_sample_end_to_end_equals_the_oracle_and_ends_with_both_pictures() {
+    let out = std::env::temp_dir().join(unique_name("local-pictures"));
+    let summary = run_and_check(&sample_path(), &unique_name("local-sample"), &["--out", &out.display().to_string()]).await;
+    let paths: Vec<_> = summary.report.pictures.iter().map(|p| p.path.clone()).collect();
+    assert_eq!(paths, vec![out.join("hot-spots.png"), out.join("airport-durations.png")], "{:?}", summary.report.skipped);
+    for path in paths {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).expect("the picture")));
+        let info = decoder.read_info().expect("a PNG").info().clone();
+        assert!(info.width >= 1000 && info.height >= 600, "{}: {}x{}", path.display(), info.width, info.height);
+    }
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_errors_duplicate_deliveries_and_a_split_change_no_document() {
+    let rows = oracle::expected(&sample_path(), 600, 6).rows;
+    let half = (rows / 2).to_string();
+    let summary = run_and_check(
+        &sample_path(),
+        &unique_name("local-faults"),
+        &[
+            "--batch-size",
+            "100",
+            "--fault-error-every",
+            "3",
+            "--fault-duplicate-deliveries",
+            "--fault-split-after",
+            &half,
+            "--max-retry-attempts",
+            "-1",
+        ],
+    )
+    .await;
+    assert_eq!(summary.shards, 6, "one of the 4 shards was split in two");
+    assert!(summary.injected_errors >= 10, "errors were injected: {}", summary.injected_errors);
+    assert!(summary.function_errors >= summary.injected_errors);
+    assert!(summary.invocations >= 2 * 50, "every batch twice: {} invocations", summary.invocations);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_aggregate_binary_under_cargo_lambda_watch_gives_the_same_documents() {
+    let name = unique_name("local-watch");
+    let mut env = standin_env();
+    env.push(("TABLE_NAME".into(), name.clone()));
+    let watch = LambdaWatch::start(&env).unwrap_or_else(|e| panic!("{e}"));
+    let summary = run_and_check(&fixture_path(), &name, &["--invoke-endpoint", watch.endpoint()]).await;
+    assert!(summary.invocations > 0);
+    // The binary did the work: its log has a line per batch (this process's handler was never built).
+    let batches = watch.output().matches("batch processed").count() as u64;
+    assert!(batches >= summary.invocations, "{batches} batches logged by the binary for {} invocations", summary.invocations);
+}

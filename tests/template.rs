@@ -1,0 +1,607 @@
+//! `template.yaml` holds what the design depends on: one writer per shard,
+//! batch item failures, bounded retries with an on-failure queue, the table's
+//! keys and TTL attribute, encryption everywhere, least-privilege IAM, and every
+//! variable the functions read fed by a stack parameter whose whole range the
+//! functions accept. The functions' own configuration parsers are the judges of
+//! what they read and accept.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_norway::Value;
+use taxi_aws::config::{AggregateConfig, CloseWindowsConfig};
+use taxi_integration_tests::workspace_root;
+
+fn template() -> Value {
+    let path = workspace_root().join("template.yaml");
+    serde_norway::from_str(&std::fs::read_to_string(&path).expect("template.yaml")).expect("template.yaml is YAML")
+}
+
+/// `!Tag value` as (tag without the `!`, value).
+fn tagged(value: &Value) -> Option<(&'static str, &Value)> {
+    const FUNCTIONS: [&str; 11] = ["Ref", "GetAtt", "If", "Sub", "Equals", "Not", "And", "Or", "Condition", "Join", "Select"];
+    match value {
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = FUNCTIONS.iter().find(|f| tag.trim_start_matches('!') == **f).unwrap_or_else(|| panic!("unexpected tag {tag}"));
+            Some((name, &t.value))
+        }
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_else(|| panic!("expected a string, found {value:?}"))
+}
+
+fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    t["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (text(name), r))
+        .collect()
+}
+
+/// Every scalar string reachable from `value`, through tags and collections.
+fn strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Sequence(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| strings(v, out)),
+        Value::Tagged(t) => strings(&t.value, out),
+        _ => {}
+    }
+}
+
+/// One list of a value that may be a scalar, a list, or `!If [c, a, b]` of those (both branches).
+fn alternatives(value: &Value) -> Vec<Value> {
+    match tagged(value) {
+        Some(("If", args)) => {
+            let args = args.as_sequence().expect("If arguments");
+            args[1..].iter().flat_map(alternatives).collect()
+        }
+        Some(("Ref", r)) if r.as_str() == Some("AWS::NoValue") => vec![],
+        _ => match value {
+            Value::Sequence(items) => items.iter().flat_map(alternatives).collect(),
+            other => vec![other.clone()],
+        },
+    }
+}
+
+// --- a small evaluator: the template with given parameter values ----------------
+
+struct Stack<'a> {
+    template: &'a Value,
+    parameters: BTreeMap<String, String>,
+}
+
+impl<'a> Stack<'a> {
+    /// The parameters' defaults, with `overrides`.
+    fn new(template: &'a Value, overrides: &[(&str, &str)]) -> Stack<'a> {
+        let mut parameters = BTreeMap::new();
+        for (name, p) in template["Parameters"].as_mapping().expect("Parameters") {
+            let default = match &p["Default"] {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => panic!("{name:?} default {other:?}"),
+            };
+            parameters.insert(text(name).to_owned(), default);
+        }
+        for (name, value) in overrides {
+            assert!(parameters.insert(name.to_string(), value.to_string()).is_some(), "no parameter {name}");
+        }
+        Stack { template, parameters }
+    }
+
+    fn condition(&self, name: &str) -> bool {
+        self.truth(&self.template["Conditions"][name])
+    }
+
+    fn truth(&self, value: &Value) -> bool {
+        match tagged(value).unwrap_or_else(|| panic!("a condition function, found {value:?}")) {
+            ("Equals", args) => {
+                let args = args.as_sequence().expect("Equals arguments");
+                self.eval(&args[0]) == self.eval(&args[1])
+            }
+            ("Not", args) => !self.truth(&args[0]),
+            ("And", args) => args.as_sequence().expect("And").iter().all(|c| self.truth(c)),
+            ("Or", args) => args.as_sequence().expect("Or").iter().any(|c| self.truth(c)),
+            ("Condition", name) => self.condition(text(name)),
+            (other, _) => panic!("condition function {other}"),
+        }
+    }
+
+    /// A scalar's value; `None` for `AWS::NoValue`. Resources and attributes
+    /// evaluate to placeholder names.
+    fn eval(&self, value: &Value) -> Option<String> {
+        match tagged(value) {
+            None => Some(match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => panic!("a scalar, found {other:?}"),
+            }),
+            Some(("Ref", name)) => self.reference(text(name)),
+            Some(("GetAtt", target)) => Some(text(target).to_owned()),
+            Some(("If", args)) => {
+                let args = args.as_sequence().expect("If arguments");
+                self.eval(if self.condition(text(&args[0])) { &args[1] } else { &args[2] })
+            }
+            Some(("Sub", body)) => {
+                let (mut template, variables) = match body {
+                    Value::Sequence(parts) => (text(&parts[0]).to_owned(), parts[1].as_mapping().cloned()),
+                    other => (text(other).to_owned(), None),
+                };
+                while let Some(start) = template.find("${") {
+                    let end = start + template[start..].find('}').expect("closing brace");
+                    let name = &template[start + 2..end];
+                    let replacement = match variables.as_ref().and_then(|v| v.get(name)) {
+                        Some(v) => self.eval(v).expect("a value"),
+                        None if name.contains('.') => name.to_owned(),
+                        None => self.reference(name).expect("a value"),
+                    };
+                    template.replace_range(start..=end, &replacement);
+                }
+                Some(template)
+            }
+            Some((other, _)) => panic!("function {other} in a scalar"),
+        }
+    }
+
+    fn reference(&self, name: &str) -> Option<String> {
+        if name == "AWS::NoValue" {
+            return None;
+        }
+        if let Some(value) = self.parameters.get(name) {
+            return Some(value.clone());
+        }
+        if name.starts_with("AWS::") {
+            return Some(format!("pseudo-{name}"));
+        }
+        assert!(!self.template["Resources"][name].is_null(), "Ref to an unknown name {name}");
+        Some(format!("resource-{name}"))
+    }
+
+    /// A function's environment as the stack would set it.
+    fn environment(&self, function: &str) -> BTreeMap<String, String> {
+        let variables = self.template["Resources"][function]["Properties"]["Environment"]["Variables"].as_mapping().expect("Variables");
+        variables.iter().filter_map(|(k, v)| self.eval(v).map(|v| (text(k).to_owned(), v))).collect()
+    }
+}
+
+/// Runs a configuration parser over `env`, and returns what it decided and every variable it asked for.
+fn read_with<T>(env: &BTreeMap<String, String>, parse: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> T) -> (T, BTreeSet<String>) {
+    let asked = RefCell::new(BTreeSet::new());
+    let lookup = |name: &str| {
+        asked.borrow_mut().insert(name.to_owned());
+        env.get(name).cloned()
+    };
+    let result = parse(&lookup);
+    (result, asked.into_inner())
+}
+
+fn aggregate_config(env: &BTreeMap<String, String>) -> (Result<AggregateConfig, String>, BTreeSet<String>) {
+    read_with(env, |lookup| AggregateConfig::from_lookup(lookup).map_err(|e| e.to_string()))
+}
+
+fn close_windows_config(env: &BTreeMap<String, String>) -> (Result<CloseWindowsConfig, String>, BTreeSet<String>) {
+    read_with(env, |lookup| CloseWindowsConfig::from_lookup(lookup).map_err(|e| e.to_string()))
+}
+
+/// Variables a function reads that the stack deliberately leaves at their defaults.
+const NOT_EXPOSED: &[(&str, &str)] = &[(
+    "ES_TLS_SKIP_VERIFY",
+    "certificates are always verified on AWS; the variable exists for local endpoints with self-signed certificates",
+)];
+
+/// Parameter sets that reach every variable the functions read (some are read only in a mode).
+const PARAMETER_SETS: &[&[(&str, &str)]] = &[
+    &[],
+    &[("WatermarkMode", "bounded"), ("WindowSlideSeconds", "300")],
+    &[
+        ("CreateOpenSearchDomain", "false"),
+        ("EsEndpoint", "https://search.example.com"),
+        ("EsAuth", "basic"),
+        ("EsBasicAuthSecret", "taxi/search"),
+    ],
+    &[("CreateOpenSearchDomain", "false"), ("EsEndpoint", "https://x.aoss.amazonaws.com"), ("EsSigV4Service", "aoss")],
+];
+
+#[test]
+fn every_variable_the_functions_read_is_fed_by_a_parameter_and_their_defaults_agree() {
+    let t = template();
+    let mut asked_total: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for overrides in PARAMETER_SETS {
+        let stack = Stack::new(&t, overrides);
+        let aggregate_env = stack.environment("AggregateFunction");
+        let close_env = stack.environment("CloseWindowsFunction");
+        let (aggregate, asked) = aggregate_config(&aggregate_env);
+        let aggregate = aggregate.unwrap_or_else(|e| panic!("{overrides:?}: the aggregate function refuses the stack's environment: {e}"));
+        asked_total.entry("AggregateFunction").or_default().extend(asked);
+        let (close, asked) = close_windows_config(&close_env);
+        let close = close.unwrap_or_else(|e| panic!("{overrides:?}: the close-windows function refuses the stack's environment: {e}"));
+        asked_total.entry("CloseWindowsFunction").or_default().extend(asked);
+        assert_eq!(aggregate.ingest.window, close.window, "{overrides:?}: both functions see the same windows");
+        if overrides.is_empty() {
+            // The stack's defaults are the functions' own defaults.
+            let only = |env: &BTreeMap<String, String>, keep: &[&str]| -> BTreeMap<String, String> {
+                env.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            let (bare, _) = aggregate_config(&only(&aggregate_env, &["TABLE_NAME"]));
+            assert_eq!(aggregate, bare.unwrap(), "aggregate: template defaults = the function's defaults");
+            let (bare, _) = close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH"]));
+            let bare = bare.unwrap();
+            assert_eq!(close, bare, "close-windows: template defaults = the function's defaults");
+        }
+    }
+    for (function, asked) in &asked_total {
+        let set: BTreeSet<String> = t["Resources"][*function]["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| text(k).to_owned())
+            .collect();
+        for variable in asked {
+            let exempt = NOT_EXPOSED.iter().any(|(name, _)| name == variable);
+            assert!(set.contains(variable) || exempt, "{function} reads {variable}, which the template does not set");
+        }
+        for variable in &set {
+            assert!(asked.contains(variable), "{function} is given {variable}, which it never reads");
+        }
+    }
+}
+
+#[test]
+fn every_function_variable_is_fed_by_a_parameter_or_a_resource() {
+    let t = template();
+    let parameters = t["Parameters"].as_mapping().unwrap();
+    let is_known = |name: &str| parameters.contains_key(name) || !t["Resources"][name].is_null();
+    for function in ["AggregateFunction", "CloseWindowsFunction"] {
+        for (name, value) in t["Resources"][function]["Properties"]["Environment"]["Variables"].as_mapping().unwrap() {
+            // Every branch must reference the stack: no literal value.
+            fn fed(value: &Value, known: &dyn Fn(&str) -> bool) -> bool {
+                match tagged(value) {
+                    Some(("Ref", r)) => known(text(r)) || text(r) == "AWS::NoValue",
+                    Some(("GetAtt", r)) => known(text(r).split('.').next().unwrap()),
+                    Some(("If", args)) => args.as_sequence().unwrap()[1..].iter().all(|b| fed(b, known)),
+                    Some(("Sub", body)) => {
+                        let s = match body {
+                            Value::Sequence(p) => text(&p[0]),
+                            other => text(other),
+                        };
+                        s.split("${").skip(1).map(|rest| rest.split('}').next().unwrap().split('.').next().unwrap()).any(known)
+                    }
+                    _ => false,
+                }
+            }
+            assert!(fed(value, &is_known), "{function}: {name:?} = {value:?} is not fed by a parameter");
+        }
+    }
+}
+
+#[test]
+fn every_parameter_has_a_default_a_description_a_range_and_a_line_in_the_readme() {
+    let t = template();
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    for (name, p) in t["Parameters"].as_mapping().unwrap() {
+        let name = text(name);
+        assert!(!p["Default"].is_null(), "{name}: a default");
+        assert!(p["Description"].as_str().is_some_and(|d| d.len() > 10), "{name}: a description");
+        let bounded = match text(&p["Type"]) {
+            "Number" => !p["AllowedValues"].is_null() || (!p["MinValue"].is_null() && !p["MaxValue"].is_null()),
+            "String" => !p["AllowedValues"].is_null() || !p["AllowedPattern"].is_null(),
+            other => panic!("{name}: type {other}"),
+        };
+        assert!(bounded, "{name}: allowed values, a pattern or a range");
+        assert!(readme.contains(&format!("| `{name}` |")), "{name}: a row in the README's configuration table");
+    }
+}
+
+#[test]
+fn the_whole_range_of_every_numeric_parameter_is_accepted_by_the_functions() {
+    let t = template();
+    for (name, p) in t["Parameters"].as_mapping().unwrap() {
+        let name = text(name);
+        for bound in ["MinValue", "MaxValue"] {
+            let Some(value) = p[bound].as_i64() else { continue };
+            if name == "WindowSlideSeconds" && value > 600 {
+                continue; // the slide must divide the size: checked with the size below
+            }
+            let value = value.to_string();
+            let mut overrides = vec![(name, value.as_str())];
+            if name == "WindowSizeSeconds" {
+                overrides.push(("WindowSlideSeconds", "0"));
+            }
+            let stack = Stack::new(&t, &overrides);
+            let (aggregate, _) = aggregate_config(&stack.environment("AggregateFunction"));
+            let (close, _) = close_windows_config(&stack.environment("CloseWindowsFunction"));
+            assert!(aggregate.is_ok() && close.is_ok(), "{name}={value}: {aggregate:?} {close:?}");
+        }
+    }
+}
+
+#[test]
+fn the_event_source_mapping_keeps_the_exactly_once_design() {
+    let t = template();
+    let function = &t["Resources"]["AggregateFunction"]["Properties"];
+    let events = function["Events"].as_mapping().unwrap();
+    let kinesis: Vec<&Value> = events.values().filter(|e| e["Type"].as_str() == Some("Kinesis")).collect();
+    assert_eq!(kinesis.len(), 1, "one Kinesis event source");
+    let esm = &kinesis[0]["Properties"];
+    assert_eq!(esm["ParallelizationFactor"].as_i64(), Some(1), "one writer per shard: the sequence fence needs it");
+    assert_eq!(esm["FunctionResponseTypes"], Value::Sequence(vec![Value::String("ReportBatchItemFailures".into())]));
+    assert_eq!(esm["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert_eq!(esm["StartingPosition"].as_str(), Some("TRIM_HORIZON"), "nothing written before the mapping is lost");
+    assert!(matches!(tagged(&esm["Stream"]), Some(("GetAtt", s)) if text(s) == "TripStream.Arn"));
+    // Bounded retries and record age: parameters whose ranges exclude -1 (infinite).
+    for (property, min, max) in [("MaximumRetryAttempts", 0, 10_000), ("MaximumRecordAgeInSeconds", 60, 604_800)] {
+        let Some(("Ref", parameter)) = tagged(&esm[property]) else { panic!("{property} is a parameter") };
+        let p = &t["Parameters"][text(parameter)];
+        assert!(p["MinValue"].as_i64().unwrap() >= min && p["MaxValue"].as_i64().unwrap() <= max, "{property} bounded: {p:?}");
+    }
+    for (property, max) in [("BatchSize", 10_000), ("MaximumBatchingWindowInSeconds", 300)] {
+        let Some(("Ref", parameter)) = tagged(&esm[property]) else { panic!("{property} is a parameter") };
+        assert!(t["Parameters"][text(parameter)]["MaxValue"].as_i64().unwrap() <= max, "{property}");
+    }
+    let Some(("GetAtt", destination)) = tagged(&esm["DestinationConfig"]["OnFailure"]["Destination"]) else {
+        panic!("an on-failure destination")
+    };
+    let queue = text(destination).strip_suffix(".Arn").expect("a queue ARN");
+    assert_eq!(t["Resources"][queue]["Type"].as_str(), Some("AWS::SQS::Queue"));
+    // The closer runs on a schedule and stops before its timeout.
+    let close = &t["Resources"]["CloseWindowsFunction"]["Properties"];
+    assert!(close["Events"].as_mapping().unwrap().values().any(|e| e["Type"].as_str() == Some("Schedule")));
+    let keep_running_max = t["Parameters"]["KeepRunningSeconds"]["MaxValue"].as_i64().unwrap();
+    let timeout = close["Timeout"].as_i64().unwrap();
+    let margin_s = taxi_aws::close_windows_function::SAFETY_MARGIN_MS / 1000;
+    assert!(keep_running_max + margin_s < timeout, "KeepRunningSeconds ({keep_running_max}) + margin stays under the timeout ({timeout})");
+}
+
+#[test]
+fn the_functions_are_built_by_cargo_lambda_for_the_chosen_architecture() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
+    assert!(
+        matches!(globals["Architectures"].as_sequence().map(|a| a.as_slice()), Some([a]) if matches!(tagged(a), Some(("Ref", r)) if text(r) == "Architecture"))
+    );
+    let architecture = &t["Parameters"]["Architecture"];
+    assert_eq!(architecture["Default"].as_str(), Some("arm64"));
+    assert_eq!(architecture["AllowedValues"], serde_norway::from_str::<Value>("[arm64, x86_64]").unwrap());
+    let functions = resources_of_type(&t, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 2);
+    for (name, function) in functions {
+        assert_eq!(function["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
+        let binary = text(&function["Metadata"]["BuildProperties"]["Binary"]);
+        let code = text(&function["Properties"]["CodeUri"]);
+        let manifest = std::fs::read_to_string(workspace_root().join(code).join("Cargo.toml")).expect("the function's Cargo.toml");
+        assert!(manifest.contains(&format!("name = \"{binary}\"")), "{name}: {code} builds the binary {binary}");
+        assert!(manifest.contains("[package.metadata.lambda.deploy]"), "{name}: cargo lambda deploy metadata in {code}");
+    }
+}
+
+#[test]
+fn the_table_matches_the_stores_and_every_store_is_encrypted() {
+    let t = template();
+    let tables = resources_of_type(&t, "AWS::DynamoDB::Table");
+    assert_eq!(tables.len(), 1);
+    let table = &tables[0].1["Properties"];
+    assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(table["TimeToLiveSpecification"]["AttributeName"].as_str(), Some(taxi_aws::dynamo::TTL_ATTRIBUTE));
+    assert_eq!(table["TimeToLiveSpecification"]["Enabled"].as_bool(), Some(true));
+    let keys: Vec<(&str, &str)> =
+        table["KeySchema"].as_sequence().unwrap().iter().map(|k| (text(&k["AttributeName"]), text(&k["KeyType"]))).collect();
+    assert_eq!(keys, vec![(taxi_aws::dynamo::PK, "HASH"), (taxi_aws::dynamo::SK, "RANGE")]);
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
+    assert_eq!(table["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
+
+    let streams = resources_of_type(&t, "AWS::Kinesis::Stream");
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0].1["Properties"]["StreamEncryption"]["EncryptionType"].as_str(), Some("KMS"));
+    for (name, queue) in resources_of_type(&t, "AWS::SQS::Queue") {
+        assert_eq!(queue["Properties"]["SqsManagedSseEnabled"].as_bool(), Some(true), "{name}");
+    }
+    for (name, topic) in resources_of_type(&t, "AWS::SNS::Topic") {
+        assert!(topic["Properties"]["KmsMasterKeyId"].as_str().is_some(), "{name}");
+    }
+    for (name, domain) in resources_of_type(&t, "AWS::OpenSearchService::Domain") {
+        let p = &domain["Properties"];
+        assert_eq!(p["EncryptionAtRestOptions"]["Enabled"].as_bool(), Some(true), "{name}");
+        assert_eq!(p["NodeToNodeEncryptionOptions"]["Enabled"].as_bool(), Some(true), "{name}");
+        assert_eq!(p["DomainEndpointOptions"]["EnforceHTTPS"].as_bool(), Some(true), "{name}");
+        assert!(text(&p["DomainEndpointOptions"]["TLSSecurityPolicy"]).starts_with("Policy-Min-TLS-1-2"), "{name}");
+    }
+}
+
+/// Every policy document in the template: (where, document).
+fn policy_documents(t: &Value) -> Vec<(String, Value)> {
+    let mut documents = Vec::new();
+    for (name, role) in resources_of_type(t, "AWS::IAM::Role") {
+        for policy in alternatives(&role["Properties"]["Policies"]) {
+            documents.push((format!("{name}/{}", text(&policy["PolicyName"])), policy["PolicyDocument"].clone()));
+        }
+        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{name}: no managed policies (they grant on *)");
+    }
+    for kind in ["AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"] {
+        for (name, policy) in resources_of_type(t, kind) {
+            documents.push((name.to_owned(), policy["Properties"]["PolicyDocument"].clone()));
+        }
+    }
+    documents
+}
+
+#[test]
+fn iam_grants_named_actions_on_this_stacks_resources_only() {
+    let t = template();
+    let documents = policy_documents(&t);
+    assert!(documents.len() >= 3, "the roles' policies: {documents:?}");
+    let mut granted = BTreeSet::new();
+    for (place, document) in &documents {
+        for statement in alternatives(&document["Statement"]) {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{place}");
+            let actions: Vec<Value> = alternatives(&statement["Action"]);
+            for action in &actions {
+                let action = text(action);
+                assert!(!action.contains('*'), "{place}: wildcard action {action}");
+                granted.insert(action.to_owned());
+            }
+            for resource in alternatives(&statement["Resource"]) {
+                let mut texts = Vec::new();
+                strings(&resource, &mut texts);
+                assert!(!texts.is_empty() && tagged(&resource).is_some(), "{place}: resource {resource:?} names a resource of the stack");
+                let logs = actions.iter().all(|a| text(a).starts_with("logs:"));
+                if logs {
+                    // A log group's ARN ends in :* (its streams); it must be one of ours.
+                    let Some(("GetAtt", target)) = tagged(&resource) else { panic!("{place}: logs on {resource:?}") };
+                    let group = text(target).split('.').next().unwrap();
+                    assert_eq!(t["Resources"][group]["Type"].as_str(), Some("AWS::Logs::LogGroup"), "{place}");
+                } else {
+                    for s in texts {
+                        assert!(!s.contains('*') && !s.contains('?'), "{place}: wildcard resource {s}");
+                    }
+                }
+            }
+        }
+    }
+    // Exactly what the code calls, per function.
+    for action in [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:DeleteItem",
+        "kinesis:ListShards",
+        "kinesis:GetRecords",
+        "sqs:SendMessage",
+        "es:ESHttpPost",
+        "es:ESHttpPut",
+    ] {
+        assert!(granted.contains(action), "{action} is granted");
+    }
+    for forbidden in ["dynamodb:Scan", "dynamodb:DeleteTable", "kinesis:PutRecords", "dynamodb:BatchWriteItem"] {
+        assert!(!granted.contains(forbidden), "{forbidden} is not needed");
+    }
+    // The index template paths granted are the ones the sink puts.
+    let mut resources = Vec::new();
+    for (_, document) in &documents {
+        strings(document, &mut resources);
+    }
+    let settings =
+        taxi_core::documents::DocumentSettings { min_count: 2, pickup_index: "PICKUPS".into(), duration_index: "DURATIONS".into() };
+    for (name, _) in taxi_core::documents::index_templates(&settings) {
+        let granted_path =
+            format!("/_index_template/{}", name.replace("PICKUPS", "${PickupIndexName}").replace("DURATIONS", "${DurationIndexName}"));
+        assert!(resources.iter().any(|r| r.ends_with(&granted_path)), "{granted_path} is granted");
+    }
+}
+
+#[test]
+fn the_search_domain_admits_the_closer_role_and_the_dashboard_cidr_only() {
+    let t = template();
+    let domain = &t["Resources"]["OpenSearchDomain"]["Properties"]["AccessPolicies"];
+    let statements = alternatives(&domain["Statement"]);
+    assert_eq!(statements.len(), 2);
+    for statement in statements {
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+        let principal = &statement["Principal"]["AWS"];
+        match tagged(principal) {
+            Some(("GetAtt", role)) => {
+                let role = text(role).strip_suffix(".Arn").unwrap();
+                assert_eq!(t["Resources"][role]["Type"].as_str(), Some("AWS::IAM::Role"));
+                let mut resources = Vec::new();
+                strings(&statement["Resource"], &mut resources);
+                assert!(resources.iter().all(|r| !r.contains('*')), "the role's grant names its paths: {resources:?}");
+            }
+            _ => {
+                assert_eq!(principal.as_str(), Some("*"));
+                let source = &statement["Condition"]["IpAddress"]["aws:SourceIp"];
+                let Some([cidr]) = source.as_sequence().map(|s| s.as_slice()) else { panic!("one CIDR: {source:?}") };
+                assert!(
+                    matches!(tagged(cidr), Some(("Ref", p)) if text(p) == "DashboardClientCidr"),
+                    "anyone else only from the dashboard CIDR"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn alarms_and_the_dashboard_use_metrics_the_functions_emit() {
+    let t = template();
+    let mut emitted = BTreeSet::new();
+    let mut batch = taxi_core::metrics::BatchMetrics::default();
+    for reason in taxi_core::event::InvalidReason::ALL {
+        batch.applied.invalid.add(reason, 1);
+    }
+    let report = taxi_core::closer::CloseReport {
+        global: Some(taxi_core::closing::GlobalWatermark {
+            watermark: Some(taxi_core::time::EventTime(1_420_866_000)),
+            verdicts: Default::default(),
+            first_seen: Default::default(),
+            all_idle: false,
+        }),
+        ..Default::default()
+    };
+    for line in [batch.to_emf("N", "f", 0), taxi_core::metrics::close_report_emf(&report, "N", "f", 0)] {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for metric in line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+            emitted.insert(metric["Name"].as_str().unwrap().to_owned());
+        }
+    }
+    let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
+    let mut names = BTreeSet::new();
+    for (_, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        let metrics: Vec<&Value> = match p["Metrics"].as_sequence() {
+            Some(list) => list.iter().filter_map(|m| m.get("MetricStat").map(|s| &s["Metric"])).collect(),
+            None => vec![p],
+        };
+        for m in metrics {
+            let name = text(&m["MetricName"]).to_owned();
+            if matches!(tagged(&m["Namespace"]), Some(("Ref", ns)) if text(ns) == "MetricsNamespace") {
+                assert!(emitted.contains(&name), "alarm on {name}, which the functions do not emit ({emitted:?})");
+            }
+            names.insert(name);
+        }
+    }
+    for needed in ["IteratorAge", "ApproximateNumberOfMessagesVisible", "Errors", "WatermarkLag", "DeadLetters"] {
+        assert!(names.contains(needed), "an alarm on {needed}");
+    }
+    // The dashboard's own-namespace metrics, too.
+    let Some(("Sub", body)) = tagged(&t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]) else { panic!("a Sub body") };
+    let json = text(&body.as_sequence().unwrap()[0]);
+    let dashboard: serde_json::Value = serde_json::from_str(json).expect("the dashboard body is JSON");
+    let mut checked = 0;
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        let mut namespace = String::new();
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            let row = metric.as_array().unwrap();
+            if row[0] != "." {
+                namespace = row[0].as_str().unwrap().to_owned();
+            }
+            if namespace == "${Ns}" {
+                assert!(emitted.contains(row[1].as_str().unwrap()), "dashboard metric {}", row[1]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} own metrics on the dashboard");
+}
+
+#[test]
+fn outputs_name_the_stream_the_table_the_endpoints_and_the_replay_command() {
+    let t = template();
+    let outputs = t["Outputs"].as_mapping().unwrap();
+    for name in ["StreamName", "StreamArn", "TableName", "SearchEndpoint", "OpenSearchDashboardsUrl", "ReplayCommand"] {
+        assert!(outputs.contains_key(name), "output {name}");
+    }
+    let Some(("Sub", command)) = tagged(&t["Outputs"]["ReplayCommand"]["Value"]) else { panic!("a Sub") };
+    let command = text(command);
+    assert!(command.starts_with("taxi-pipeline replay ") && command.contains("--stream ${TripStream}"), "{command}");
+    let input = command.split_whitespace().nth(2).unwrap();
+    assert!(workspace_root().join(input).is_file(), "the replayed file {input} is in the repository");
+}
