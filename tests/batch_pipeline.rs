@@ -11,9 +11,9 @@ use taxi_core::batch::chunk::RowReason;
 use taxi_core::event::InvalidReason;
 use taxi_core::replay::trip::SkipReason;
 use taxi_core::time::WallTime;
-use taxi_integration_tests::kinesis::{shard_streams, trip_events};
+use taxi_integration_tests::kinesis::trip_events;
 use taxi_integration_tests::oracle::{self, ExpectedDocument};
-use taxi_integration_tests::pipeline::{assert_same, far_deadline, search_all, Deployment, SHARDS};
+use taxi_integration_tests::pipeline::{assert_same, far_deadline, search_all, Deployment};
 use taxi_integration_tests::standins::{opensearch_endpoint, unique_name};
 use taxi_integration_tests::{fixture_path, sample_path};
 use taxi_pipeline::args::{Cli, Command};
@@ -80,13 +80,7 @@ async fn batch_writes_exactly_the_documents_the_pipeline_indexes() {
     // The streaming pipeline: the sample over 4 shards through the real
     // aggregate handler into DynamoDB Local, closed by the real closer into osmem-server.
     let deployment = Deployment::new("batch-sample").await;
-    let mut streams = shard_streams(&trip_events(&sample_path()), SHARDS, 300);
-    for (stream, shard) in streams.iter_mut().zip(deployment.shards().await) {
-        stream.shard_id = shard.id.to_string();
-    }
-    for stream in &streams {
-        deployment.aggregate(&stream.shard_id, &stream.records).await;
-    }
+    deployment.aggregate_file(&sample_path()).await;
     let report = deployment.closer(opensearch_endpoint(), 300_000).run_once(&WallTime::now, far_deadline()).await;
     assert_eq!(report.error, None);
     let indexed = deployment.indexed().await;

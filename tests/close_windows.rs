@@ -11,34 +11,18 @@ use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::window::PaneStart;
-use taxi_integration_tests::kinesis::{shard_streams, trip_events, ShardStream};
-use taxi_integration_tests::pipeline::{assert_same, far_deadline, Deployment, SHARDS};
+use taxi_integration_tests::kinesis::trip_events;
+use taxi_integration_tests::pipeline::{assert_same, far_deadline, Deployment};
 use taxi_integration_tests::standins::opensearch_endpoint;
 use taxi_integration_tests::{fault_proxy, fixture_path, oracle, sample_path};
 use taxi_standins::free_port;
 
 const IDLE_TIMEOUT_MS: i64 = 300_000;
 
-/// Streams named after the deployment's real shard ids.
-async fn streams_for(deployment: &Deployment, path: &std::path::Path) -> Vec<ShardStream> {
-    let mut streams = shard_streams(&trip_events(path), SHARDS, 300);
-    let shards = deployment.shards().await;
-    for (stream, shard) in streams.iter_mut().zip(&shards) {
-        stream.shard_id = shard.id.to_string();
-    }
-    streams
-}
-
-async fn aggregate_all(deployment: &Deployment, streams: &[ShardStream]) {
-    for stream in streams {
-        deployment.aggregate(&stream.shard_id, &stream.records).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_the_real_sample_exactly_and_a_second_run_changes_nothing() {
     let deployment = Deployment::new("close-sample").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &sample_path()).await).await;
+    deployment.aggregate_file(&sample_path()).await;
     let expected = deployment.expected(&oracle::expected(&sample_path(), 600, 6));
 
     let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
@@ -62,7 +46,7 @@ async fn closes_the_real_sample_exactly_and_a_second_run_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closer_killed_after_indexing_leaves_no_duplicates() {
     let deployment = Deployment::new("close-killed").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    deployment.aggregate_file(&fixture_path()).await;
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
 
     let normal = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
@@ -80,7 +64,7 @@ async fn a_closer_killed_after_indexing_leaves_no_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_refused_with_429_are_retried_until_every_document_is_indexed() {
     let deployment = Deployment::new("close-429").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    deployment.aggregate_file(&fixture_path()).await;
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
 
     let proxy = fault_proxy::start(opensearch_endpoint(), 3).await;
@@ -96,7 +80,7 @@ async fn items_refused_with_429_are_retried_until_every_document_is_indexed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_is_down_leaves_windows_open_until_it_is_back() {
     let deployment = Deployment::new("close-down").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    deployment.aggregate_file(&fixture_path()).await;
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
 
     let nowhere = format!("http://127.0.0.1:{}", free_port().unwrap());
@@ -114,7 +98,7 @@ async fn an_endpoint_that_is_down_leaves_windows_open_until_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_shard_does_not_stall_closing_past_the_timeout() {
     let deployment = Deployment::new("close-idle").await;
-    let streams = streams_for(&deployment, &sample_path()).await;
+    let streams = deployment.streams_of(&sample_path()).await;
     // Shard 3 delivers a third of its records and falls silent; later the
     // others run to their closing watermark.
     let stalled = &streams[3];
@@ -145,7 +129,7 @@ async fn an_idle_shard_does_not_stall_closing_past_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_split_mid_run_closes_no_window_before_its_data_is_in() {
     let deployment = Deployment::new("close-split").await;
-    let streams = streams_for(&deployment, &fixture_path()).await;
+    let streams = deployment.streams_of(&fixture_path()).await;
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
     // Shards 1 to 3 run to the end; shard 0 delivers its first half, then splits.
     for stream in &streams[1..] {
@@ -198,8 +182,8 @@ async fn late_trips_within_lateness_reopen_their_window_and_later_ones_are_dropp
     use taxi_integration_tests::kinesis::{kinesis_seq, StreamRecord};
 
     let deployment = Deployment::new("close-late").await;
-    let streams = streams_for(&deployment, &fixture_path()).await;
-    aggregate_all(&deployment, &streams).await;
+    let streams = deployment.streams_of(&fixture_path()).await;
+    deployment.aggregate_streams(&streams).await;
     let closer = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
     assert_eq!(closer.run_once(&WallTime::now, far_deadline()).await.error, None);
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
@@ -251,7 +235,7 @@ async fn late_trips_within_lateness_reopen_their_window_and_later_ones_are_dropp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_the_endpoint_rejects_are_kept_as_dead_letters_and_the_window_closes() {
     let deployment = Deployment::new("close-dlq").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    deployment.aggregate_file(&fixture_path()).await;
     // The hot-spot index exists before the closer's template, with `location` as a date:
     // every hot-spot document is a mapping error (400) for good.
     let created = reqwest::Client::new()
@@ -298,7 +282,7 @@ async fn documents_the_endpoint_rejects_are_kept_as_dead_letters_and_the_window_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_keeps_a_second_closer_out_but_two_at_once_still_index_each_document_once() {
     let deployment = Deployment::new("close-lease").await;
-    aggregate_all(&deployment, &streams_for(&deployment, &fixture_path()).await).await;
+    deployment.aggregate_file(&fixture_path()).await;
     let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
 
     // Another closer holds the lease: this one does nothing.

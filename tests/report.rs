@@ -11,8 +11,7 @@ use taxi_aws::search::{SearchAuth, SearchConfig};
 use taxi_core::bulk::BulkLimits;
 use taxi_core::documents::DocumentSettings;
 use taxi_core::time::WallTime;
-use taxi_integration_tests::kinesis::{shard_streams, trip_events};
-use taxi_integration_tests::pipeline::{far_deadline, search_all, Deployment, SHARDS};
+use taxi_integration_tests::pipeline::{far_deadline, search_all, Deployment};
 use taxi_integration_tests::sample_path;
 use taxi_integration_tests::standins::{opensearch_endpoint, unique_name};
 use taxi_pipeline::report::{render_report, ReportError, ReportOptions, AIRPORT_DURATIONS_FILE, HOT_SPOTS_FILE};
@@ -53,13 +52,7 @@ fn share(pixels: &[[u8; 3]], keep: impl Fn(&[u8; 3]) -> bool) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pictures_of_the_real_sample_show_the_busiest_window_and_both_airports() {
     let deployment = Deployment::new("report").await;
-    let mut streams = shard_streams(&trip_events(&sample_path()), SHARDS, 300);
-    for (stream, shard) in streams.iter_mut().zip(deployment.shards().await) {
-        stream.shard_id = shard.id.to_string();
-    }
-    for stream in &streams {
-        deployment.aggregate(&stream.shard_id, &stream.records).await;
-    }
+    deployment.aggregate_file(&sample_path()).await;
     let closed = deployment.closer(opensearch_endpoint(), 300_000).run_once(&WallTime::now, far_deadline()).await;
     assert_eq!(closed.error, None);
 

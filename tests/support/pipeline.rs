@@ -2,6 +2,7 @@
 //! table, a 4-shard kinesalite stream and index names of its own.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::StreamStatus;
@@ -18,7 +19,7 @@ use taxi_core::shard::StreamShard;
 use taxi_core::time::WallTime;
 use taxi_core::window::WindowSpec;
 
-use crate::kinesis::{lambda_event, StreamRecord};
+use crate::kinesis::{lambda_event, shard_streams, trip_events, ShardStream, StreamRecord};
 use crate::oracle::Expected;
 use crate::standins::{dynamodb_client, kinesis_client, opensearch_endpoint, unique_name};
 
@@ -68,6 +69,28 @@ impl Deployment {
 
     pub async fn shards(&self) -> Vec<StreamShard> {
         list_shards(&self.kinesis, &self.stream).await.expect("listing shards")
+    }
+
+    /// A TLC file as this deployment's shards would hold it (see [`shard_streams`]),
+    /// named after the stream's real shard ids.
+    pub async fn streams_of(&self, path: &Path) -> Vec<ShardStream> {
+        let mut streams = shard_streams(&trip_events(path), SHARDS, 300);
+        for (stream, shard) in streams.iter_mut().zip(self.shards().await) {
+            stream.shard_id = shard.id.to_string();
+        }
+        streams
+    }
+
+    /// Feeds every shard's records through the real aggregate handler.
+    pub async fn aggregate_streams(&self, streams: &[ShardStream]) {
+        for stream in streams {
+            self.aggregate(&stream.shard_id, &stream.records).await;
+        }
+    }
+
+    /// [`Deployment::streams_of`] the file, through the aggregate handler.
+    pub async fn aggregate_file(&self, path: &Path) {
+        self.aggregate_streams(&self.streams_of(path).await).await;
     }
 
     /// Feeds records of one shard through the real aggregate handler.
