@@ -52,7 +52,7 @@ test: standins deploy-tools template-lint
 	target/debug/taxi-standins cargo nextest run --workspace --no-fail-fast
 
 bench: standins
-	cargo bench -p taxi-core --bench preaggregate
+	cargo bench -p taxi-core --bench preaggregate --bench batch_chunk
 	cargo build -q -p taxi-standins
 	target/debug/taxi-standins cargo bench -p taxi-integration-tests --bench dynamodb_writes --bench close_latency
 	cargo bench -p taxi-pipeline --bench replay

@@ -2,19 +2,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
-use taxi_aws::kinesis::{list_shards, KinesisError};
+use taxi_aws::kinesis::{list_shards, wait_until_active, KinesisError};
 use taxi_integration_tests::standins::{kinesis_client, unique_name};
 
 async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..100 {
-        let summary = client.describe_stream_summary().stream_name(stream).send().await.expect("describe");
-        if summary.stream_description_summary().map(|d| d.stream_status()) == Some(&StreamStatus::Active) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} did not become active");
+    wait_until_active(client, stream, Duration::from_secs(10)).await.expect("the stream becomes active");
 }
 
 #[tokio::test]
@@ -48,4 +40,14 @@ async fn lists_open_and_closed_shards_with_parents() {
         Err(KinesisError::StreamNotFound { stream, .. }) => assert_eq!(stream, "no-such-stream"),
         other => panic!("expected StreamNotFound, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn waiting_for_a_missing_stream_ends_with_the_reason() {
+    let client = kinesis_client();
+    let stream = unique_name("missing");
+    let error = wait_until_active(&client, &stream, Duration::from_millis(300)).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, KinesisError::Unavailable { .. }), "{message}");
+    assert!(message.contains("not active after 300ms") && message.contains("does not exist"), "{message}");
 }

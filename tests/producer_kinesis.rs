@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
-use taxi_aws::kinesis::KinesisError;
+use taxi_aws::kinesis::{wait_until_active, KinesisError};
 use taxi_aws::kinesis_writer::{EntryFailure, KinesisStream, PutEntry, RecordStream, WriterConfig, THROTTLED};
 use taxi_core::event::MAX_TRIP_DURATION_S;
 use taxi_core::replay::schedule::TimeMode;
@@ -26,14 +25,8 @@ use taxi_pipeline::replay::{replay, FeedOptions, Summary};
 async fn create_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> String {
     let stream = unique_name("producer");
     client.create_stream().stream_name(&stream).shard_count(shards).send().await.expect("create stream");
-    for _ in 0..100 {
-        let summary = client.describe_stream_summary().stream_name(&stream).send().await.expect("describe");
-        if summary.stream_description_summary().map(|d| d.stream_status()) == Some(&StreamStatus::Active) {
-            return stream;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} did not become active");
+    wait_until_active(client, &stream, Duration::from_secs(10)).await.expect("the stream becomes active");
+    stream
 }
 
 fn sample_replay() -> FeedOptions {

@@ -81,7 +81,8 @@ fn tiled(copies: u32) -> PathBuf {
 fn inflate_only(path: &Path) {
     let bytes = AtomicU64::new(0);
     let started = Instant::now();
-    read_chunks(&[path.to_owned()], InputFormat::Auto, |n| _ = bytes.fetch_add(n as u64, Ordering::Relaxed), |_| true).expect("reading");
+    read_chunks(&[path.to_owned()], InputFormat::Auto, |n| _ = bytes.fetch_add(n as u64, Ordering::Relaxed), || None, |_| true)
+        .expect("reading");
     let seconds = started.elapsed().as_secs_f64();
     let mb = bytes.load(Ordering::Relaxed) as f64 / 1e6;
     println!("inflate + cut chunks only, one thread: {mb:.0} MB of text in {seconds:.2} s, {:.0} MB/s", mb / seconds);

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
 use serde_json::Value;
 use taxi_aws::aggregate_function::{AggregateFunction, MetricsOutput};
 use taxi_aws::dynamo::{ensure_table, DynamoStore};
-use taxi_aws::kinesis::{list_shards, KinesisShards};
+use taxi_aws::kinesis::{list_shards, wait_until_active, KinesisShards};
 use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink};
 use taxi_core::bulk::BulkLimits;
 use taxi_core::closer::{Closer, CloserSettings, CloserStore};
@@ -57,14 +56,7 @@ impl Deployment {
     }
 
     pub async fn wait_active(&self) {
-        for _ in 0..200 {
-            let summary = self.kinesis.describe_stream_summary().stream_name(&self.stream).send().await.expect("describing the stream");
-            if summary.stream_description_summary().map(|d| d.stream_status()) == Some(&StreamStatus::Active) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("stream {} did not become active", self.stream);
+        wait_until_active(&self.kinesis, &self.stream, Duration::from_secs(20)).await.expect("the stream becomes active");
     }
 
     pub async fn shards(&self) -> Vec<StreamShard> {

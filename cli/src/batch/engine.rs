@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -117,14 +117,19 @@ where
     let (chunk_sender, chunk_receiver) = sync_channel::<Chunk>(workers * QUEUED_PER_WORKER);
     let chunk_receiver = Mutex::new(chunk_receiver);
     let (done_sender, done_receiver) = sync_channel::<(Chunk, ChunkAggregate)>(workers * QUEUED_PER_WORKER);
+    // Buffers of merged chunks go back to the reader; there are never more
+    // than the chunks in flight, since the reader only allocates when none is spare.
+    let (spare_sender, spare_receiver) = channel::<Vec<u8>>();
     let stop = AtomicBool::new(false);
     let ingest = &settings.ingest;
     let latest_plausible = settings.latest_plausible;
 
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
+            let spare_receiver = spare_receiver;
             let send = |chunk| !stop.load(Ordering::Relaxed) && chunk_sender.send(chunk).is_ok();
-            let result = read_chunks(&input.paths, input.format, |n| _ = progress.bytes.fetch_add(n as u64, Ordering::Relaxed), send);
+            let bytes_read = |n| _ = progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let result = read_chunks(&input.paths, input.format, bytes_read, || spare_receiver.try_recv().ok(), send);
             drop(chunk_sender);
             result
         });
@@ -160,6 +165,8 @@ where
                 next += 1;
                 let documents =
                     merge.apply(&chunk, first_reading, |refused| pre_aggregate(&chunk, ingest, latest_plausible, &mut clock, refused));
+                // The reader may be done already; then the buffer is simply dropped.
+                let _ = spare_sender.send(chunk.into_buffer());
                 progress.rows.store(merge.backfill.totals().rows, Ordering::Relaxed);
                 progress.windows.store(merge.backfill.totals().windows, Ordering::Relaxed);
                 progress.documents.store(merge.backfill.totals().documents, Ordering::Relaxed);
@@ -236,5 +243,5 @@ fn pre_aggregate(
         FileFormat::Csv(columns) => ChunkFormat::Csv(columns),
         FileFormat::JsonLines => ChunkFormat::JsonLines,
     };
-    aggregate_chunk(&chunk.text, format, ingest, latest_plausible, clock, refused)
+    aggregate_chunk(chunk.text(), format, ingest, latest_plausible, clock, refused)
 }

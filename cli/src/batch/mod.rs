@@ -20,6 +20,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink, SigV4Service};
 use taxi_core::batch::chunk::RowReason;
+use taxi_core::batch::horizon::MAX_HORIZON_S;
 use taxi_core::batch::BatchSettings;
 use taxi_core::bulk::BulkLimits;
 use taxi_core::config::{ConfigError, EnvReader};
@@ -66,7 +67,7 @@ pub struct BatchArgs {
     /// Index of the airport-duration documents [default: DURATION_INDEX, else trip_duration].
     #[arg(long, value_name = "NAME")]
     pub duration_index: Option<String>,
-    /// How far (event time) a trip may come after a later dropoff and still count, as `replay --horizon`.
+    /// How far (event time) a trip may come after a later dropoff and still count, as `replay --horizon` (at most 31 days).
     #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
     pub horizon: Duration,
     /// Threads that read and pre-aggregate rows [default: the number of cores].
@@ -109,12 +110,13 @@ pub fn batch_settings(args: &BatchArgs, env: impl Fn(&str) -> Option<String>, no
         pickup_index: reader.string("PICKUP_INDEX", "pickup_count"),
         duration_index: reader.string("DURATION_INDEX", "trip_duration"),
     };
-    Ok(BatchSettings {
-        latest_plausible: now.as_event_time().plus_seconds(ingest.future_tolerance_s),
-        ingest,
-        documents,
-        horizon_s: args.horizon.as_secs() as i64,
-    })
+    let horizon_s = i64::try_from(args.horizon.as_secs()).unwrap_or(i64::MAX);
+    anyhow::ensure!(
+        horizon_s <= MAX_HORIZON_S,
+        "--horizon {horizon_s}s is invalid: batch mode takes at most {} days (it holds a bit per second of the horizon)",
+        MAX_HORIZON_S / 86_400
+    );
+    Ok(BatchSettings { latest_plausible: now.as_event_time().plus_seconds(ingest.future_tolerance_s), ingest, documents, horizon_s })
 }
 
 /// The search sink of `--es-endpoint`, configured from the close-windows function's variables.
@@ -339,6 +341,8 @@ mod tests {
         assert_eq!(settings.ingest.precision.chars(), 5, "the flag wins");
         assert_eq!((settings.documents.min_count, settings.documents.pickup_index.as_str()), (3, "hot"));
         assert_eq!(settings.horizon_s, 3600);
+        let too_long = batch_settings(&args(&["--horizon", "32days"]), |_| None, now).unwrap_err().to_string();
+        assert!(too_long.contains("--horizon 2764800s is invalid") && too_long.contains("at most 31 days"), "{too_long}");
     }
 
     #[test]

@@ -29,7 +29,20 @@ pub struct Chunk {
     /// Index of the file among the inputs.
     pub file: usize,
     pub format: FileFormat,
-    pub text: Vec<u8>,
+    /// The lines are `buffer[..len]`; the rest is left over from an earlier chunk.
+    buffer: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    pub fn text(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+
+    /// The buffer, to be handed back to [`read_chunks`] for a later chunk.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buffer
+    }
 }
 
 /// An open input file, its header read.
@@ -61,10 +74,15 @@ fn read_error(path: &Path, line: u64, source: io::Error) -> InputError {
 
 /// Reads every file in turn and hands its chunks to `send`, in order; stops
 /// early (without error) when `send` returns false (the consumer is gone).
+///
+/// A chunk's buffer comes from `spare_buffer` when it has one: buffers handed
+/// back from chunks already done are filled again without being zeroed or
+/// allocated anew, which the reading thread, serial as it is, would otherwise pay for.
 pub fn read_chunks(
     paths: &[PathBuf],
     format: InputFormat,
     bytes_read: impl Fn(usize),
+    mut spare_buffer: impl FnMut() -> Option<Vec<u8>>,
     mut send: impl FnMut(Chunk) -> bool,
 ) -> Result<(), InputError> {
     let mut seq = 0;
@@ -74,27 +92,35 @@ pub fn read_chunks(
         let mut line = first_line;
         let mut want = CHUNK_BYTES;
         loop {
-            let mut text = Vec::with_capacity(want + CHUNK_BYTES / 4);
-            text.append(&mut carry);
-            let end_of_file = fill(&mut reader, &mut text, want).map_err(|source| read_error(path, line, source))?;
+            let mut buffer = spare_buffer().unwrap_or_default();
+            let mut len = carry.len();
+            if buffer.len() < len {
+                buffer.resize(len, 0);
+            }
+            buffer[..len].copy_from_slice(&carry);
+            carry.clear();
+            let end_of_file = fill(&mut reader, &mut buffer, &mut len, want).map_err(|source| read_error(path, line, source))?;
             want = CHUNK_BYTES;
             if !end_of_file {
                 // Keep the unfinished last line for the next chunk.
-                match text.iter().rposition(|b| *b == b'\n') {
-                    Some(last) => carry.extend_from_slice(&text[last + 1..]),
+                match memchr::memrchr(b'\n', &buffer[..len]) {
+                    Some(last) => {
+                        carry.extend_from_slice(&buffer[last + 1..len]);
+                        len = last + 1;
+                    }
                     None => {
                         // A line longer than a chunk: read on until it ends.
-                        want = text.len() + CHUNK_BYTES;
-                        carry = text;
+                        want = len + CHUNK_BYTES;
+                        carry.extend_from_slice(&buffer[..len]);
                         continue;
                     }
                 }
-                text.truncate(text.len() - carry.len());
             }
+            let text = &buffer[..len];
             bytes_read(text.len());
-            line += text.iter().filter(|b| **b == b'\n').count() as u64;
-            if !text.is_empty() {
-                if !send(Chunk { seq, file, format: format.clone(), text }) {
+            line += memchr::memchr_iter(b'\n', text).count() as u64;
+            if len > 0 {
+                if !send(Chunk { seq, file, format: format.clone(), buffer, len }) {
                     return Ok(());
                 }
                 seq += 1;
@@ -107,29 +133,23 @@ pub fn read_chunks(
     Ok(())
 }
 
-/// Reads until `text` holds `want` bytes or the input ends (`true`).
-fn fill(reader: &mut impl Read, text: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    while text.len() < want {
-        let start = text.len();
-        text.resize(want.max(start + 64 * 1024), 0);
+/// Reads until `buffer[..len]` holds `want` bytes or the input ends (`true`).
+/// The buffer only grows: bytes past `len` are overwritten, never cleared.
+fn fill(reader: &mut impl Read, buffer: &mut Vec<u8>, len: &mut usize, want: usize) -> io::Result<bool> {
+    while *len < want {
+        if buffer.len() < want {
+            buffer.resize(want, 0);
+        }
         let n = loop {
-            match reader.read(&mut text[start..]) {
+            match reader.read(&mut buffer[*len..want]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                other => break other?,
             }
         };
-        match n {
-            Ok(n) => {
-                text.truncate(start + n);
-                if n == 0 {
-                    return Ok(true);
-                }
-            }
-            Err(e) => {
-                text.truncate(start);
-                return Err(e);
-            }
+        if n == 0 {
+            return Ok(true);
         }
+        *len += n;
     }
     Ok(false)
 }
@@ -154,11 +174,17 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let mut chunks = Vec::new();
         let bytes = std::sync::atomic::AtomicUsize::new(0);
+        // Every other chunk reuses a buffer that still holds old bytes.
+        let spare = std::cell::RefCell::new(Some(vec![b'#'; CHUNK_BYTES * 2]));
         read_chunks(
             &[path],
             InputFormat::Auto,
             |n| _ = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+            || spare.borrow_mut().take(),
             |chunk| {
+                if chunks.len() % 2 == 1 {
+                    *spare.borrow_mut() = Some(vec![b'#'; CHUNK_BYTES * 2]);
+                }
                 chunks.push(chunk);
                 true
             },
@@ -167,9 +193,9 @@ mod tests {
         assert!(chunks.len() >= 3, "{} chunks", chunks.len());
         assert!(chunks.iter().enumerate().all(|(i, c)| c.seq == i as u64 && c.file == 0));
         let (last, whole) = chunks.split_last().unwrap();
-        assert!(whole.iter().all(|c| c.text.ends_with(b"\n")), "every chunk but the last ends a line");
-        assert!(last.text.ends_with(b"last"));
-        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.text.iter().copied()).collect();
+        assert!(whole.iter().all(|c| c.text().ends_with(b"\n")), "every chunk but the last ends a line");
+        assert!(last.text().ends_with(b"last"));
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.text().iter().copied()).collect();
         assert_eq!(joined, text.as_bytes());
         assert_eq!(bytes.into_inner(), text.len());
     }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::types::StreamStatus;
 use taxi_aws::aggregate_function::{AggregateFunction, MetricsOutput};
 use taxi_aws::close_windows_function::closer_from_config;
 use taxi_aws::config::{AggregateConfig, AwsClients, CloseWindowsConfig};
@@ -416,16 +415,7 @@ async fn create_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: 
         .await
         .map_err(|e| taxi_aws::kinesis::KinesisError::from_sdk("CreateStream", stream, e))
         .with_context(|| format!("creating the stream {stream}"))?;
-    for _ in 0..600 {
-        let summary = kinesis.describe_stream_summary().stream_name(stream).send().await.ok();
-        if let Some(description) = summary.as_ref().and_then(|s| s.stream_description_summary()) {
-            if description.stream_status() == &StreamStatus::Active {
-                return Ok(description.stream_arn().to_owned());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the stream {stream} did not become active within a minute")
+    Ok(taxi_aws::kinesis::wait_until_active(kinesis, stream, Duration::from_secs(60)).await?)
 }
 
 /// The stream's shards, and the counters of their states summed.

@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
 use aws_sdk_kinesis::Client;
-use taxi_aws::kinesis::KinesisError;
+use taxi_aws::kinesis::{wait_until_active, KinesisError};
 use taxi_aws::kinesis_writer::{EntryFailure, KinesisStream, PutEntry, RecordStream};
 use taxi_core::shard::StreamShard;
 use tokio::sync::OnceCell;
@@ -59,15 +58,7 @@ impl SplittingStream {
             .await
             .map_err(|e| KinesisError::from_sdk("SplitShard", &self.stream, e))?;
         tracing::info!(shard = shard.shard_id(), "fault injected: shard split");
-        for _ in 0..600 {
-            let summary = self.client.describe_stream_summary().stream_name(&self.stream).send().await;
-            let status = summary.ok().and_then(|s| s.stream_description_summary().map(|d| d.stream_status().clone()));
-            if status == Some(StreamStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(KinesisError::Unavailable { operation: "SplitShard", message: "the stream did not become active again within a minute".into() })
+        wait_until_active(&self.client, &self.stream, Duration::from_secs(60)).await.map(drop)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Kinesis: the shard set of a stream.
 
+use std::time::Duration;
+
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::types::StreamStatus;
 use aws_sdk_kinesis::Client;
 use taxi_core::closer::{ShardSource, SourceError};
 use taxi_core::shard::{ShardId, StreamShard};
@@ -62,6 +65,30 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<StreamShar
             Some(token) => next_token = Some(token.to_owned()),
             None => return Ok(shards),
         }
+    }
+}
+
+/// Waits until the stream is ACTIVE (after CreateStream or a reshard),
+/// asking DescribeStreamSummary every 100 ms; returns the stream's ARN. A
+/// failed call counts as "not yet"; after `timeout` the last answer is the error.
+pub async fn wait_until_active(client: &Client, stream: &str, timeout: Duration) -> Result<String, KinesisError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match client.describe_stream_summary().stream_name(stream).send().await {
+            Ok(answer) => match answer.stream_description_summary() {
+                Some(summary) if summary.stream_status() == &StreamStatus::Active => return Ok(summary.stream_arn().to_owned()),
+                Some(summary) => format!("it is {}", summary.stream_status().as_str()),
+                None => "no stream description".to_owned(),
+            },
+            Err(e) => KinesisError::from_sdk("DescribeStreamSummary", stream, e).to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KinesisError::Unavailable {
+                operation: "DescribeStreamSummary",
+                message: format!("stream {stream} is not active after {timeout:?}: {last}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,7 +1,6 @@
 //! `_bulk` NDJSON encoding in bounded chunks, and the reading of its answers.
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::documents::Document;
 
@@ -31,11 +30,7 @@ pub fn encode_chunks(documents: &[Document], positions: &[usize], limits: BulkLi
     let mut chunks = Vec::new();
     let mut current = BulkChunk { body: Vec::new(), documents: Vec::new() };
     for &position in positions {
-        let doc = &documents[position];
-        let mut entry = json!({"index": {"_index": doc.index, "_id": doc.id}}).to_string().into_bytes();
-        entry.push(b'\n');
-        entry.extend(doc.source.to_string().into_bytes());
-        entry.push(b'\n');
+        let entry = encode_entry(&documents[position]);
         let full = current.documents.len() >= limits.max_documents || current.body.len() + entry.len() > limits.max_bytes;
         if full && !current.documents.is_empty() {
             chunks.push(std::mem::replace(&mut current, BulkChunk { body: Vec::new(), documents: Vec::new() }));
@@ -47,6 +42,21 @@ pub fn encode_chunks(documents: &[Document], positions: &[usize], limits: BulkLi
         chunks.push(current);
     }
     chunks
+}
+
+/// A document's action line and source line, written straight out (no
+/// intermediate JSON values: a backfill encodes millions of them).
+fn encode_entry(doc: &Document) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(512);
+    // Serializing strings and JSON values into a Vec cannot fail.
+    entry.extend_from_slice(b"{\"index\":{\"_id\":");
+    let _ = serde_json::to_writer(&mut entry, &doc.id);
+    entry.extend_from_slice(b",\"_index\":");
+    let _ = serde_json::to_writer(&mut entry, &doc.index);
+    entry.extend_from_slice(b"}}\n");
+    let _ = serde_json::to_writer(&mut entry, &doc.source);
+    entry.push(b'\n');
+    entry
 }
 
 /// What became of one document.
@@ -148,6 +158,7 @@ fn error_reason(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn doc(id: &str, size: usize) -> Document {
         Document { index: "pickup_count".into(), id: id.into(), source: json!({"pad": "x".repeat(size)}) }

@@ -114,12 +114,26 @@ pub struct Cell {
 impl Cell {
     /// The cell containing `p`; `None` only for coordinates outside the globe,
     /// which validation has already rejected.
+    ///
+    /// The geohash crate's own bit arithmetic (`geohash::encode`, which the
+    /// property test below checks this against), written into the cell's
+    /// bytes: the crate returns a `String`, one allocation per trip, which
+    /// batch mode cannot afford.
     pub fn containing(p: GeoPoint, precision: GeohashPrecision) -> Option<Cell> {
-        let hash = geohash::encode(geohash::Coord { x: p.lon, y: p.lat }, precision.chars()).ok()?;
-        // The crate's output is a valid geohash of the asked length: no need to check it again.
+        const ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
+        if !(-90.0..=90.0).contains(&p.lat) || !(-180.0..=180.0).contains(&p.lon) {
+            return None;
+        }
+        // The degrees scaled into [1, 2]: the top 32 bits of the significand are the position.
+        let lat = ((p.lat * 0.005555555555555556 + 1.5).to_bits() >> 20) as u32;
+        let lon = ((p.lon * 0.002777777777777778 + 1.5).to_bits() >> 20) as u32;
+        let mut bits = spread_bits(lat) | (spread_bits(lon) << 1);
         let mut chars = [0u8; GeohashPrecision::MAX as usize];
-        chars[..hash.len()].copy_from_slice(hash.as_bytes());
-        Some(Cell { len: hash.len() as u8, chars })
+        for char in &mut chars[..precision.chars()] {
+            *char = ALPHABET[(bits >> 59) as usize & 0x1f];
+            bits <<= 5;
+        }
+        Some(Cell { len: precision.0, chars })
     }
 
     /// Accepts a geohash string of 1 to 12 characters of the geohash alphabet.
@@ -146,6 +160,16 @@ impl Cell {
             Err(_) => GeoPoint { lat: f64::NAN, lon: f64::NAN },
         }
     }
+}
+
+/// The bits of `x` moved to the even positions of a u64.
+fn spread_bits(x: u32) -> u64 {
+    let mut x = u64::from(x);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    x = (x | (x << 2)) & 0x3333_3333_3333_3333;
+    (x | (x << 1)) & 0x5555_5555_5555_5555
 }
 
 impl fmt::Debug for Cell {
@@ -181,6 +205,25 @@ mod tests {
         assert_eq!(areas.airport_of(GeoPoint { lat: 40.773, lon: -73.87 }), Some(Airport::Lga));
         assert!(!areas.city.contains(GeoPoint { lat: 0.0, lon: 0.0 }));
         assert!(!areas.city.contains(GeoPoint { lat: f64::NAN, lon: -73.9 }));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cells_are_the_geohash_crates(lat in -91.0f64..91.0, lon in -181.0f64..181.0, chars in 1u8..=12) {
+            let precision = GeohashPrecision::new(chars).unwrap();
+            let ours = Cell::containing(GeoPoint { lat, lon }, precision).map(|c| c.as_str().to_owned());
+            let crates = geohash::encode(geohash::Coord { x: lon, y: lat }, precision.chars()).ok();
+            proptest::prop_assert_eq!(ours, crates);
+        }
+    }
+
+    #[test]
+    fn cells_at_the_edges_of_the_globe_are_the_geohash_crates() {
+        for (lat, lon) in [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0), (-0.0, -0.0), (90.0, -180.0), (f64::NAN, 0.0), (0.0, f64::INFINITY)]
+        {
+            let ours = Cell::containing(GeoPoint { lat, lon }, GeohashPrecision::new(12).unwrap()).map(|c| c.as_str().to_owned());
+            assert_eq!(ours, geohash::encode(geohash::Coord { x: lon, y: lat }, 12).ok(), "{lat},{lon}");
+        }
     }
 
     #[test]

@@ -101,6 +101,16 @@ impl TlcColumns {
         })
     }
 
+    /// How many leading fields of a row [`TlcColumns::trip`] reads: the rest
+    /// of the row need not be split.
+    pub fn fields_read_by_trip(&self) -> usize {
+        [self.pickup_time, self.dropoff_time, self.pickup_lat, self.pickup_lon, self.dropoff_lat, self.dropoff_lon]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
     /// What the analytics need of one data row, given as its fields (the
     /// times in UTC and the four coordinates), without allocating: the rules
     /// and errors of [`TlcColumns::trip_event`], with the times converted through `clock`.
@@ -146,17 +156,20 @@ fn bad_time(column: &'static str, text: &str) -> RowError {
 pub struct NewYorkClock {
     /// (local hour since the epoch, offset to UTC in seconds), by hour modulo the size.
     hours: [(i64, i64); 64],
+    /// The last `YYYY-MM-DD` read and its midnight in seconds since the epoch:
+    /// rows come in runs of the same day.
+    last_day: Option<([u8; 10], i64)>,
 }
 
 impl Default for NewYorkClock {
     fn default() -> NewYorkClock {
-        NewYorkClock { hours: [(i64::MIN, 0); 64] }
+        NewYorkClock { hours: [(i64::MIN, 0); 64], last_day: None }
     }
 }
 
 impl NewYorkClock {
     pub fn to_utc(&mut self, text: &str) -> Option<EventTime> {
-        let Some(local) = canonical_local_seconds(text.as_bytes()) else {
+        let Some(local) = self.canonical_local_seconds(text.as_bytes()) else {
             return new_york_to_utc(text);
         };
         let hour = local.div_euclid(3600);
@@ -172,19 +185,28 @@ impl NewYorkClock {
         }
         Some(EventTime(local + slot.1))
     }
-}
 
-/// `YYYY-MM-DD HH:MM:SS` read as seconds since the epoch of that naive time;
-/// `None` for anything else (including a leap second), left to chrono.
-fn canonical_local_seconds(text: &[u8]) -> Option<i64> {
-    let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, b' ', h1, h2, b':', i1, i2, b':', s1, s2] = text else {
-        return None;
-    };
-    let digits = |ds: &[u8]| ds.iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
-    let date = NaiveDate::from_ymd_opt(digits(&[y1, y2, y3, y4])? as i32, digits(&[m1, m2])?, digits(&[d1, d2])?)?;
-    let (hour, minute, second) = (digits(&[h1, h2])?, digits(&[i1, i2])?, digits(&[s1, s2])?);
-    (second < 60).then_some(())?;
-    Some(date.and_hms_opt(hour, minute, second)?.and_utc().timestamp())
+    /// `YYYY-MM-DD HH:MM:SS` read as seconds since the epoch of that naive time;
+    /// `None` for anything else (including a leap second), left to chrono.
+    fn canonical_local_seconds(&mut self, text: &[u8]) -> Option<i64> {
+        let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, b' ', h1, h2, b':', i1, i2, b':', s1, s2] = text else {
+            return None;
+        };
+        let digits = |ds: &[u8]| ds.iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
+        let day = [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2];
+        let midnight = match self.last_day {
+            Some((last, midnight)) if last == day => midnight,
+            _ => {
+                let date = NaiveDate::from_ymd_opt(digits(&[y1, y2, y3, y4])? as i32, digits(&[m1, m2])?, digits(&[d1, d2])?)?;
+                let midnight = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+                self.last_day = Some((day, midnight));
+                midnight
+            }
+        };
+        let (hour, minute, second) = (digits(&[h1, h2])?, digits(&[i1, i2])?, digits(&[s1, s2])?);
+        (hour < 24 && minute < 60 && second < 60).then_some(())?;
+        Some(midnight + i64::from(hour * 3600 + minute * 60 + second))
+    }
 }
 
 /// A naive New York local time (`2015-01-10 00:12:34`) as UTC.

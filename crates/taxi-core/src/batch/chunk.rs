@@ -102,10 +102,11 @@ pub fn aggregate_chunk(
     clock: &mut NewYorkClock,
     behind_horizon: impl Fn(usize) -> bool,
 ) -> ChunkAggregate {
-    let mut out = ChunkAggregate { lines: text.iter().filter(|b| **b == b'\n').count() as u64, ..ChunkAggregate::default() };
+    let mut out = ChunkAggregate { lines: memchr::memchr_iter(b'\n', text).count() as u64, ..ChunkAggregate::default() };
     if text.last().is_some_and(|b| *b != b'\n') {
         out.lines += 1;
     }
+    out.event_times.reserve(out.lines as usize);
     let take = |out: &mut ChunkAggregate, line: u64, read: Result<Trip, Skipped>| {
         out.rows += 1;
         let trip = match read.and_then(within_four_hours) {
@@ -134,17 +135,18 @@ pub fn aggregate_chunk(
     };
     match format {
         ChunkFormat::Csv(columns) => {
-            // TLC rows have no quoting: a row is split on commas here, which
-            // is several times faster than the csv reader; a line with a
-            // quote or a carriage return inside goes to the csv reader, as in `replay`.
-            let mut fields: Vec<&str> = Vec::with_capacity(32);
-            for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+            // TLC rows have no quoting: a row is split on commas here, only as
+            // far as the last column read, which is several times faster than
+            // the csv reader; a line with a quote or a carriage return inside goes to the csv reader, as in `replay`.
+            let wanted = columns.fields_read_by_trip();
+            let mut fields: Vec<&str> = Vec::with_capacity(wanted);
+            for (index, line) in lines(text).enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() {
                     continue;
                 }
                 let number = index as u64 + 1;
-                if line.iter().any(|b| *b == b'"' || *b == b'\r') {
+                if memchr::memchr2(b'"', b'\r', line).is_some() {
                     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(line);
                     for record in reader.records() {
                         let read = match record {
@@ -157,8 +159,7 @@ pub fn aggregate_chunk(
                 }
                 let read = match std::str::from_utf8(line) {
                     Ok(line) => {
-                        fields.clear();
-                        fields.extend(line.split(','));
+                        split_fields(line, wanted, &mut fields);
                         columns.trip(&fields, clock).map_err(Skipped::from)
                     }
                     Err(e) => Err(Skipped::new(SkipReason::UnreadableRow, format!("the row is not UTF-8: {e}"))),
@@ -167,7 +168,7 @@ pub fn aggregate_chunk(
             }
         }
         ChunkFormat::JsonLines => {
-            for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+            for (index, line) in lines(text).enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -188,6 +189,35 @@ pub fn aggregate_chunk(
     out.distinct_event_times.sort_unstable();
     out.distinct_event_times.dedup();
     out
+}
+
+/// The lines of `text`, as `text.split(|b| *b == b'\n')` gives them.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (line, after) = match memchr::memchr(b'\n', text) {
+            Some(end) => (&text[..end], Some(&text[end + 1..])),
+            None => (text, None),
+        };
+        rest = after;
+        Some(line)
+    })
+}
+
+/// The first `wanted` comma-separated fields of `line` (fewer if it has
+/// fewer) into `fields`: what `line.split(',')` gives, without splitting the rest.
+fn split_fields<'a>(line: &'a str, wanted: usize, fields: &mut Vec<&'a str>) {
+    fields.clear();
+    let mut start = 0;
+    for at in memchr::memchr_iter(b',', line.as_bytes()) {
+        fields.push(&line[start..at]);
+        if fields.len() == wanted {
+            return;
+        }
+        start = at + 1;
+    }
+    fields.push(&line[start..]);
 }
 
 /// The producer's duration rule (`ReplayTrip::new`): it never sends a trip of
@@ -218,6 +248,19 @@ fn describe(trip: &Trip) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn lines_and_fields_are_what_the_std_splits_give(text in "[a,\n\r]{0,40}", wanted in 1usize..8) {
+            let want: Vec<&[u8]> = text.as_bytes().split(|b| *b == b'\n').collect();
+            prop_assert_eq!(lines(text.as_bytes()).collect::<Vec<_>>(), want);
+            let mut fields = vec!["left over"];
+            split_fields(&text, wanted, &mut fields);
+            let all: Vec<&str> = text.split(',').collect();
+            prop_assert_eq!(&fields[..], &all[..all.len().min(wanted)]);
+        }
+    }
 
     const HEADER: &str = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,pickup_longitude,pickup_latitude,RateCodeID,store_and_fwd_flag,dropoff_longitude,dropoff_latitude,payment_type,fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount";
     const ROW: &str = "2,2015-01-10 00:00:00,2015-01-10 00:10:00,1,2.5,-73.99,40.73,1,N,-73.78,40.645,1,20,0.5,0.5,0,0,0.3,21.3";

@@ -8,22 +8,25 @@
 //! merges the partials of each window with data and builds its documents.
 //! Batch mode runs the same steps: [`chunk::aggregate_chunk`] reads and
 //! pre-aggregates a chunk (in parallel), [`Backfill`] passes the chunk's
-//! dropoffs through the very reorder buffer in input order, and the
+//! dropoffs in input order through the reorder buffer's rules (the
+//! [`horizon::DropoffHorizon`], property-tested against the buffer), and the
 //! [`finisher::WindowFinisher`] finishes each window once the buffer has
 //! released a trip at or past its end (no later trip can fall into it), with
 //! the closer's merge and documents.
 //!
 //! - [`chunk`]: reading, validating and pre-aggregating one chunk of lines.
 //! - [`finisher`]: the open panes, and the windows finished as event time advances.
+//! - [`horizon`]: which dropoffs the producer refuses, and how far it has released.
 
 pub mod chunk;
 pub mod finisher;
+pub mod horizon;
 
 use crate::batch::chunk::{ChunkAggregate, RejectedRow};
 use crate::batch::finisher::{FinishedWindow, WindowFinisher};
+use crate::batch::horizon::DropoffHorizon;
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::ingest::IngestSettings;
-use crate::replay::reorder::ReorderBuffer;
 use crate::replay::trip::{SkipCounts, SkipReason};
 use crate::shard::ReasonCounts;
 use crate::time::EventTime;
@@ -58,12 +61,8 @@ pub struct Totals {
 #[derive(Debug)]
 pub struct Backfill {
     settings: BatchSettings,
-    /// Only event times: which trips the producer would refuse, nothing else.
-    reorder: ReorderBuffer<()>,
-    /// The latest dropoff the reorder buffer took.
-    latest: Option<EventTime>,
-    /// The latest dropoff the reorder buffer released: no later trip is earlier.
-    released_through: Option<EventTime>,
+    /// The producer's reorder buffer, reduced to which trips it refuses and how far it has released.
+    horizon: DropoffHorizon,
     finisher: WindowFinisher,
     totals: Totals,
 }
@@ -71,9 +70,7 @@ pub struct Backfill {
 impl Backfill {
     pub fn new(settings: BatchSettings) -> Backfill {
         Backfill {
-            reorder: ReorderBuffer::new(settings.horizon_s),
-            latest: None,
-            released_through: None,
+            horizon: DropoffHorizon::new(settings.horizon_s),
             finisher: WindowFinisher::new(settings.ingest.window),
             totals: Totals::default(),
             settings,
@@ -86,7 +83,7 @@ impl Backfill {
 
     /// How far event time has advanced: every window ending here is finished.
     pub fn released_through(&self) -> Option<EventTime> {
-        self.released_through
+        self.horizon.released_through()
     }
 
     /// Panes held in memory now.
@@ -119,7 +116,7 @@ impl Backfill {
         for (key, value) in chunk.partials {
             self.finisher.add(key, value);
         }
-        let finished = match self.released_through {
+        let finished = match self.horizon.released_through() {
             Some(through) => self.finisher.advance(through),
             None => Vec::new(),
         };
@@ -135,24 +132,19 @@ impl Backfill {
     /// earlier than a released one). Then what the buffer does next depends
     /// only on which seconds it holds, not on their order or how many trips
     /// share one, so each second goes in once: the buffer holds at most a
-    /// horizon of seconds instead of a horizon of trips. Otherwise every
+    /// horizon of seconds, not a horizon of trips. Otherwise every
     /// dropoff goes in, in order, exactly as the producer pushes them.
     fn reorder(&mut self, chunk: &ChunkAggregate) -> Vec<usize> {
         let (Some(&earliest), Some(&last)) = (chunk.distinct_event_times.first(), chunk.distinct_event_times.last()) else {
             return Vec::new();
         };
-        let latest = self.latest.map_or(last, |l| l.max(last));
+        let latest = self.horizon.latest().map_or(last, |l| l.max(last));
         let in_order = earliest.plus_seconds(self.settings.horizon_s) < latest;
         let dropoffs = if in_order { &chunk.event_times } else { &chunk.distinct_event_times };
         let mut refused = Vec::new();
         for (position, at) in dropoffs.iter().enumerate() {
-            if self.reorder.push(*at, ()) {
-                self.latest = Some(self.latest.map_or(*at, |l| l.max(*at)));
-            } else {
+            if !self.horizon.push(*at) {
                 refused.push(position);
-            }
-            while let Some((released, ())) = self.reorder.pop_ready() {
-                self.released_through = Some(released);
             }
         }
         debug_assert!(in_order || refused.is_empty());
@@ -182,6 +174,7 @@ impl Backfill {
 mod tests {
     use super::chunk::{aggregate_chunk, ChunkFormat};
     use super::*;
+    use crate::replay::reorder::ReorderBuffer;
     use crate::tlc::{NewYorkClock, TlcColumns};
     use crate::window::WindowSpec;
     use chrono::DateTime;
