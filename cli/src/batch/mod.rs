@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink, SigV4Service};
+use taxi_aws::config::{SearchAuthMode, SearchEndpointConfig};
+use taxi_aws::search::SearchSink;
 use taxi_core::batch::chunk::RowReason;
 use taxi_core::batch::horizon::MAX_HORIZON_S;
 use taxi_core::batch::BatchSettings;
-use taxi_core::bulk::BulkLimits;
 use taxi_core::config::{ConfigError, EnvReader};
 use taxi_core::documents::DocumentSettings;
 use taxi_core::time::{EventTime, WallTime};
@@ -61,6 +61,15 @@ pub struct BatchArgs {
     /// Event times later than now + this are `future_timestamp` [default: FUTURE_TOLERANCE_SECONDS, else 900].
     #[arg(long, value_name = "SECONDS")]
     pub future_tolerance: Option<String>,
+    /// Where trips must start and end, min_lat,max_lat,min_lon,max_lon [default: CITY_AREA, else New York City].
+    #[arg(long, value_name = "BOX")]
+    pub city_area: Option<String>,
+    /// Dropoffs here are JFK trips [default: JFK_AREA, else the aggregate function's box].
+    #[arg(long, value_name = "BOX")]
+    pub jfk_area: Option<String>,
+    /// Dropoffs here are LaGuardia trips [default: LGA_AREA, else the aggregate function's box].
+    #[arg(long, value_name = "BOX")]
+    pub lga_area: Option<String>,
     /// Index of the hot-spot documents [default: PICKUP_INDEX, else pickup_count].
     #[arg(long, value_name = "NAME")]
     pub pickup_index: Option<String>,
@@ -79,11 +88,14 @@ pub struct BatchArgs {
 }
 
 /// The flags that stand for the functions' variables.
-fn flags(args: &BatchArgs) -> [(&'static str, &'static str, Option<&String>); 7] {
+fn flags(args: &BatchArgs) -> [(&'static str, &'static str, Option<&String>); 10] {
     [
         ("WINDOW_SIZE_SECONDS", "--window-size", args.window_size.as_ref()),
         ("WINDOW_SLIDE_SECONDS", "--window-slide", args.window_slide.as_ref()),
         ("GEOHASH_PRECISION", "--geohash-precision", args.geohash_precision.as_ref()),
+        ("CITY_AREA", "--city-area", args.city_area.as_ref()),
+        ("JFK_AREA", "--jfk-area", args.jfk_area.as_ref()),
+        ("LGA_AREA", "--lga-area", args.lga_area.as_ref()),
         ("MIN_PICKUP_COUNT", "--min-count", args.min_count.as_ref()),
         ("FUTURE_TOLERANCE_SECONDS", "--future-tolerance", args.future_tolerance.as_ref()),
         ("PICKUP_INDEX", "--pickup-index", args.pickup_index.as_ref()),
@@ -121,44 +133,16 @@ pub fn batch_settings(args: &BatchArgs, env: impl Fn(&str) -> Option<String>, no
 
 /// The search sink of `--es-endpoint`, configured from the close-windows function's variables.
 async fn search_sink(endpoint: &str, documents: &DocumentSettings, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<SearchSink> {
-    let endpoint = endpoint.trim_end_matches('/');
-    anyhow::ensure!(
-        endpoint.starts_with("https://") || endpoint.starts_with("http://"),
-        "--es-endpoint {endpoint:?} is invalid: expected a URL starting with https:// (or http:// for a local endpoint)"
-    );
-    let env = EnvReader::new(env);
-    let auth = match env.choice("ES_AUTH", "none", &["none", "basic", "sigv4"])? {
-        "basic" => SearchAuth::Basic {
-            username: env.required("ES_USERNAME", "the user name for basic auth")?,
-            password: env.required("ES_PASSWORD", "the password for basic auth")?,
-        },
-        "sigv4" => {
-            let service = match env.choice("ES_SIGV4_SERVICE", "es", &["es", "aoss"])? {
-                "aoss" => SigV4Service::Aoss,
-                _ => SigV4Service::Es,
-            };
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            SearchAuth::SigV4 {
-                service,
-                region: sdk.region().map(|r| r.to_string()).context("SigV4 needs a region: set AWS_REGION")?,
-                credentials: sdk.credentials_provider().context("SigV4 needs AWS credentials, and none were found")?,
-            }
-        }
-        _ => SearchAuth::None,
-    };
-    let sink = SearchSink::new(SearchConfig {
-        endpoint: endpoint.to_owned(),
-        auth,
-        documents: documents.clone(),
-        limits: BulkLimits {
-            max_bytes: env.number("BULK_MAX_BYTES", 5 * 1024 * 1024usize, 1024, 100 * 1024 * 1024)?,
-            max_documents: env.number("BULK_MAX_DOCUMENTS", 1000usize, 1, 100_000)?,
-        },
-        gzip: env.flag("ES_GZIP", true)?,
-        tls_skip_verify: env.flag("ES_TLS_SKIP_VERIFY", false)?,
-        request_timeout: Duration::from_secs(30),
+    let lookup = |name: &str| if name == "ES_ENDPOINT" { Some(endpoint.to_owned()) } else { env(name) };
+    let config = SearchEndpointConfig::from_reader(&EnvReader::new(lookup)).map_err(|e| match e.variable.as_str() {
+        "ES_ENDPOINT" => anyhow::anyhow!("--es-endpoint {:?} is invalid: {}", e.value, e.expected),
+        _ => e.into(),
     })?;
-    Ok(sink)
+    let sdk = match config.auth {
+        SearchAuthMode::SigV4 { .. } => Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
+        _ => None,
+    };
+    Ok(SearchSink::new(config.sink_config(documents.clone(), sdk.as_ref()).map_err(anyhow::Error::msg)?)?)
 }
 
 /// What `taxi-pipeline batch` did.
@@ -333,10 +317,18 @@ mod tests {
         assert_eq!(defaults.documents, DocumentSettings::default());
         assert_eq!((defaults.horizon_s, defaults.latest_plausible), (4 * 3600, EventTime(1_700_000_000 + 900)));
 
-        let variables =
-            env(&[("WINDOW_SIZE_SECONDS", "1800"), ("GEOHASH_PRECISION", "7"), ("MIN_PICKUP_COUNT", "3"), ("PICKUP_INDEX", "hot")]);
-        let settings =
-            batch_settings(&args(&["--window-slide", "600", "--geohash-precision", "5", "--horizon", "1h"]), variables, now).unwrap();
+        let variables = env(&[
+            ("WINDOW_SIZE_SECONDS", "1800"),
+            ("GEOHASH_PRECISION", "7"),
+            ("MIN_PICKUP_COUNT", "3"),
+            ("PICKUP_INDEX", "hot"),
+            ("CITY_AREA", "40,41,-75,-73"),
+            ("JFK_AREA", "40.6,40.7,-73.8,-73.7"),
+        ]);
+        let flags = ["--window-slide", "600", "--geohash-precision", "5", "--horizon", "1h", "--jfk-area", "40.63,40.66,-73.81,-73.75"];
+        let settings = batch_settings(&args(&flags), variables, now).unwrap();
+        assert_eq!(settings.ingest.areas.city, taxi_core::geo::GeoBox::new(40.0, 41.0, -75.0, -73.0));
+        assert_eq!(settings.ingest.areas.airports[0].1, taxi_core::geo::GeoBox::new(40.63, 40.66, -73.81, -73.75), "the flag wins");
         assert_eq!(settings.ingest.window, WindowSpec::new(1800, 600).unwrap());
         assert_eq!(settings.ingest.precision.chars(), 5, "the flag wins");
         assert_eq!((settings.documents.min_count, settings.documents.pickup_index.as_str()), (3, "hot"));
@@ -351,6 +343,8 @@ mod tests {
         assert_eq!(error.to_string(), "--window-size \"30\" is invalid: expected a whole number from 60 to 86400");
         let error = batch_settings(&args(&[]), env(&[("WINDOW_SLIDE_SECONDS", "250")]), WallTime(0)).unwrap_err();
         assert!(error.to_string().starts_with("configuration error: WINDOW_SLIDE_SECONDS=\"250\" is invalid"), "{error}");
+        let error = batch_settings(&args(&["--lga-area", "40.78,40.76,-73.88,-73.85"]), env(&[]), WallTime(0)).unwrap_err();
+        assert!(error.to_string().starts_with("--lga-area \"40.78,40.76,-73.88,-73.85\" is invalid: expected min_lat,max_lat"), "{error}");
         let error = batch_settings(&args(&["--min-count", "0"]), env(&[]), WallTime(0)).unwrap_err();
         assert!(error.to_string().starts_with("--min-count \"0\" is invalid"), "{error}");
         assert!(Cli::try_parse_from(["taxi-pipeline", "batch"]).is_err(), "an input is required");

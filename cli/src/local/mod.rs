@@ -266,7 +266,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
 
     let function = match &args.invoke_endpoint {
         None => AggregateInvoker::InProcess(AggregateFunction::new(
-            Aggregator::new(DynamoStore::new(clients.dynamodb.clone(), &table), aggregate_config.ingest),
+            Aggregator::new(DynamoStore::new(clients.dynamodb.clone(), &table), aggregate_config.ingest.clone()),
             MetricsOutput::Off,
         )),
         Some(endpoint) => AggregateInvoker::Remote { api: LambdaInvokeApi::new(endpoint)?, function: args.function_name.clone() },
@@ -363,7 +363,11 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
     let report = if args.no_report {
         ReportOutput::default()
     } else {
-        render_report(&ReportOptions::new(closer.closer.sink.config().clone(), &args.out)).await?
+        let options = ReportOptions {
+            areas: aggregate_config.ingest.areas.clone(),
+            ..ReportOptions::new(closer.closer.sink.config().clone(), &args.out)
+        };
+        render_report(&options).await?
     };
     Ok(LocalSummary {
         input: args.input.clone(),

@@ -30,13 +30,14 @@ pub mod query;
 pub mod render;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use taxi_aws::search::{SearchAuth, SearchConfig, SigV4Service};
+use taxi_aws::config::{SearchAuthMode, SearchEndpointConfig};
+use taxi_aws::search::{SearchConfig, SigV4Service};
 use taxi_core::bulk::BulkLimits;
+use taxi_core::config::EnvReader;
 use taxi_core::documents::DocumentSettings;
 use taxi_core::geo::Areas;
 
@@ -49,6 +50,9 @@ pub const AIRPORT_DURATIONS_FILE: &str = "airport-durations.png";
 /// What went wrong, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// A flag or variable that cannot be used as it is.
+    #[error("{0}")]
+    Config(String),
     #[error("building the HTTP client: {0}")]
     Client(String),
     #[error("cannot reach the search endpoint {endpoint}: {reason}")]
@@ -65,7 +69,8 @@ pub enum ReportError {
     WindowNotFound { index: String, start: String, local: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
-    #[error("SigV4: {0}")]
+    /// SigV4 asked for, without a region or credentials.
+    #[error("{0}")]
     SigV4(String),
 }
 
@@ -362,48 +367,52 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
 
 async fn options_from_args(args: &ReportArgs) -> Result<ReportOptions, ReportError> {
     let auth = match args.es_auth {
-        AuthArg::None => SearchAuth::None,
+        AuthArg::None => SearchAuthMode::None,
         AuthArg::Basic => match (&args.es_username, &args.es_password) {
-            (Some(username), Some(password)) => SearchAuth::Basic { username: username.clone(), password: password.clone() },
-            _ => return Err(ReportError::Client("--es-auth basic needs --es-username and ES_PASSWORD (or --es-password)".into())),
+            (Some(username), Some(password)) => SearchAuthMode::Basic { username: username.clone(), password: password.clone() },
+            _ => return Err(ReportError::Config("--es-auth basic needs --es-username and ES_PASSWORD (or --es-password)".into())),
         },
-        AuthArg::Sigv4 => {
+        AuthArg::Sigv4 => SearchAuthMode::SigV4 {
+            service: match args.es_sigv4_service {
+                SigV4ServiceArg::Es => SigV4Service::Es,
+                SigV4ServiceArg::Aoss => SigV4Service::Aoss,
+            },
+        },
+    };
+    let sdk = match auth {
+        SearchAuthMode::SigV4 { .. } => {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
             if let Some(region) = &args.region {
                 loader = loader.region(Region::new(region.clone()));
             }
-            let sdk = loader.load().await;
-            SearchAuth::SigV4 {
-                service: match args.es_sigv4_service {
-                    SigV4ServiceArg::Es => SigV4Service::Es,
-                    SigV4ServiceArg::Aoss => SigV4Service::Aoss,
-                },
-                region: sdk
-                    .region()
-                    .map(|r| r.to_string())
-                    .ok_or_else(|| ReportError::SigV4("no region: set AWS_REGION or --region".into()))?,
-                credentials: sdk.credentials_provider().ok_or_else(|| ReportError::SigV4("no AWS credentials found".into()))?,
-            }
+            Some(loader.load().await)
         }
+        _ => None,
     };
-    let search = SearchConfig {
+    // Reading only: no bulk requests, so the limits and gzip do not matter.
+    let endpoint = SearchEndpointConfig {
         endpoint: args.es_endpoint.trim_end_matches('/').to_owned(),
         auth,
-        documents: DocumentSettings {
-            min_count: args.min_pickup_count,
-            pickup_index: args.pickup_index.clone(),
-            duration_index: args.duration_index.clone(),
-        },
-        limits: BulkLimits { max_bytes: 5 * 1024 * 1024, max_documents: 1_000 },
+        limits: BulkLimits::default(),
         gzip: false,
         tls_skip_verify: args.es_tls_skip_verify,
-        request_timeout: Duration::from_secs(30),
     };
+    let documents = DocumentSettings {
+        min_count: args.min_pickup_count,
+        pickup_index: args.pickup_index.clone(),
+        duration_index: args.duration_index.clone(),
+    };
+    // The boxes drawn are the aggregate function's (CITY_AREA, JFK_AREA, LGA_AREA).
+    let areas = EnvReader::new(|name: &str| std::env::var(name).ok()).areas().map_err(|e| ReportError::Config(e.to_string()))?;
+    let search = endpoint
+        .sink_config(documents, sdk.as_ref())
+        .map_err(|e| ReportError::SigV4(if e.contains("AWS_REGION") { format!("{e} or --region") } else { e }))?;
     Ok(ReportOptions {
         window: args.window,
         map_size: args.map_size,
         chart_size: args.chart_size,
         chart_windows: args.chart_windows,
+        areas,
         ..ReportOptions::new(search, Path::new(&args.out))
     })
 }

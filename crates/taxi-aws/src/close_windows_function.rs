@@ -10,10 +10,10 @@ use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, Docume
 use taxi_core::metrics::close_report_emf;
 use taxi_core::time::{EventTime, WallTime};
 
-use crate::config::{sdk_config, AwsClients, CloseWindowsConfig, SearchAuthMode};
+use crate::config::{sdk_config, AwsClients, CloseWindowsConfig};
 use crate::dynamo::DynamoStore;
 use crate::kinesis::KinesisShards;
-use crate::search::{SearchAuth, SearchConfig, SearchSink};
+use crate::search::SearchSink;
 use crate::telemetry::init_lambda_logging;
 
 /// Time kept free before the deadline: no window is started after it.
@@ -83,25 +83,7 @@ pub fn closer_from_config(
     clients: &AwsClients,
     owner: String,
 ) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
-    let auth = match &config.auth {
-        SearchAuthMode::None => SearchAuth::None,
-        SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
-        SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
-            service: *service,
-            region: clients.sdk.region().map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
-            credentials: clients.sdk.credentials_provider().ok_or("SigV4 needs AWS credentials, and none were found")?,
-        },
-    };
-    let sink = SearchSink::new(SearchConfig {
-        endpoint: config.es_endpoint.clone(),
-        auth,
-        documents: config.documents.clone(),
-        limits: config.limits,
-        gzip: config.gzip,
-        tls_skip_verify: config.tls_skip_verify,
-        request_timeout: Duration::from_secs(30),
-    })
-    .map_err(|e| e.to_string())?;
+    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?).map_err(|e| e.to_string())?;
     Ok(Closer {
         store: DynamoStore::new(clients.dynamodb.clone(), config.table_name.clone()),
         shards: KinesisShards { client: clients.kinesis.clone(), stream: config.stream_name.clone() },

@@ -1,10 +1,16 @@
 //! Configuration of the functions from environment variables, validated at
 //! start-up. The README's configuration table lists every variable.
 
+use std::time::Duration;
+
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
+use taxi_core::bulk::BulkLimits;
 use taxi_core::config::{ConfigError, EnvReader};
+use taxi_core::documents::DocumentSettings;
 use taxi_core::ingest::IngestSettings;
+
+use crate::search::{SearchAuth, SearchConfig, SigV4Service};
 
 /// Everything the aggregate function reads at start-up.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,13 +124,101 @@ mod tests {
     }
 }
 
-/// How the close-windows function authenticates to the search endpoint.
+/// How the search endpoint is authenticated (`ES_AUTH`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SearchAuthMode {
     None,
     Basic { username: String, password: String },
-    SigV4 { service: crate::search::SigV4Service },
+    SigV4 { service: SigV4Service },
 }
+
+impl SearchAuthMode {
+    /// The sink's authentication. SigV4 signs with the region and credentials
+    /// of `sdk`, which only SigV4 needs (loading it looks up a region, which
+    /// can take a while away from AWS).
+    pub fn resolve(&self, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchAuth, String> {
+        Ok(match self {
+            SearchAuthMode::None => SearchAuth::None,
+            SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
+            SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
+                service: *service,
+                region: sdk.and_then(|sdk| sdk.region()).map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
+                credentials: sdk.and_then(|sdk| sdk.credentials_provider()).ok_or("SigV4 needs AWS credentials, and none were found")?,
+            },
+        })
+    }
+}
+
+/// Where and how documents are indexed: the close-windows function's
+/// variables, which `taxi-pipeline batch` reads too.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchEndpointConfig {
+    /// `ES_ENDPOINT` (required): `https://host[:port]`, kept without a trailing slash.
+    pub endpoint: String,
+    /// `ES_AUTH` (none, basic or sigv4, default none), with `ES_USERNAME` and
+    /// `ES_PASSWORD` for basic, `ES_SIGV4_SERVICE` (es or aoss, default es) for sigv4.
+    pub auth: SearchAuthMode,
+    /// `BULK_MAX_BYTES` (default 5 MiB), `BULK_MAX_DOCUMENTS` (default 1000).
+    pub limits: BulkLimits,
+    /// `ES_GZIP` (default true).
+    pub gzip: bool,
+    /// `ES_TLS_SKIP_VERIFY` (default false).
+    pub tls_skip_verify: bool,
+}
+
+impl SearchEndpointConfig {
+    pub fn from_reader(env: &EnvReader<impl Fn(&str) -> Option<String>>) -> Result<SearchEndpointConfig, ConfigError> {
+        let endpoint =
+            env.required("ES_ENDPOINT", "the Elasticsearch / OpenSearch URL, such as https://search-taxi.eu-west-1.es.amazonaws.com")?;
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(ConfigError {
+                variable: "ES_ENDPOINT".into(),
+                value: endpoint,
+                expected: "expected a URL starting with https:// (or http:// for a local endpoint)".into(),
+            });
+        }
+        let auth = match env.choice("ES_AUTH", "none", &["none", "basic", "sigv4"])? {
+            "basic" => SearchAuthMode::Basic {
+                username: env.required("ES_USERNAME", "the user name for basic auth")?,
+                password: env.required("ES_PASSWORD", "the password for basic auth")?,
+            },
+            "sigv4" => SearchAuthMode::SigV4 {
+                service: match env.choice("ES_SIGV4_SERVICE", "es", &["es", "aoss"])? {
+                    "aoss" => SigV4Service::Aoss,
+                    _ => SigV4Service::Es,
+                },
+            },
+            _ => SearchAuthMode::None,
+        };
+        Ok(SearchEndpointConfig {
+            endpoint,
+            auth,
+            limits: BulkLimits {
+                max_bytes: env.number("BULK_MAX_BYTES", 5 * 1024 * 1024usize, 1024, 100 * 1024 * 1024)?,
+                max_documents: env.number("BULK_MAX_DOCUMENTS", 1000usize, 1, 100_000)?,
+            },
+            gzip: env.flag("ES_GZIP", true)?,
+            tls_skip_verify: env.flag("ES_TLS_SKIP_VERIFY", false)?,
+        })
+    }
+
+    /// The search sink's configuration for these documents (`sdk` as for [`SearchAuthMode::resolve`]).
+    pub fn sink_config(&self, documents: DocumentSettings, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchConfig, String> {
+        Ok(SearchConfig {
+            endpoint: self.endpoint.clone(),
+            auth: self.auth.resolve(sdk)?,
+            documents,
+            limits: self.limits,
+            gzip: self.gzip,
+            tls_skip_verify: self.tls_skip_verify,
+            request_timeout: SEARCH_REQUEST_TIMEOUT,
+        })
+    }
+}
+
+/// How long one request to the search endpoint may take.
+const SEARCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything the close-windows function reads at start-up.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,17 +228,10 @@ pub struct CloseWindowsConfig {
     /// `STREAM_NAME` (required): the Kinesis stream whose shards are watched.
     pub stream_name: String,
     pub window: taxi_core::window::WindowSpec,
-    pub documents: taxi_core::documents::DocumentSettings,
+    pub documents: DocumentSettings,
     /// `IDLE_SHARD_TIMEOUT_SECONDS` (default 300).
     pub idle_timeout_s: i64,
-    /// `ES_ENDPOINT` (required): `https://host[:port]`.
-    pub es_endpoint: String,
-    pub auth: SearchAuthMode,
-    pub limits: taxi_core::bulk::BulkLimits,
-    /// `ES_GZIP` (default true).
-    pub gzip: bool,
-    /// `ES_TLS_SKIP_VERIFY` (default false).
-    pub tls_skip_verify: bool,
+    pub search: SearchEndpointConfig,
     /// `RECHECK_INTERVAL_SECONDS` (default 5): pause between passes in one invocation.
     pub recheck_interval_s: u64,
     /// `KEEP_RUNNING_SECONDS` (default 50): how long one invocation keeps re-checking; 0 = one pass.
@@ -160,47 +247,18 @@ impl CloseWindowsConfig {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<CloseWindowsConfig, ConfigError> {
         let env = EnvReader::new(lookup);
-        let es_endpoint =
-            env.required("ES_ENDPOINT", "the Elasticsearch / OpenSearch URL, such as https://search-taxi.eu-west-1.es.amazonaws.com")?;
-        let es_endpoint = es_endpoint.trim_end_matches('/').to_owned();
-        if !(es_endpoint.starts_with("https://") || es_endpoint.starts_with("http://")) {
-            return Err(ConfigError {
-                variable: "ES_ENDPOINT".into(),
-                value: es_endpoint,
-                expected: "expected a URL starting with https:// (or http:// for a local endpoint)".into(),
-            });
-        }
-        let auth = match env.choice("ES_AUTH", "none", &["none", "basic", "sigv4"])? {
-            "basic" => SearchAuthMode::Basic {
-                username: env.required("ES_USERNAME", "the user name for basic auth")?,
-                password: env.required("ES_PASSWORD", "the password for basic auth")?,
-            },
-            "sigv4" => SearchAuthMode::SigV4 {
-                service: match env.choice("ES_SIGV4_SERVICE", "es", &["es", "aoss"])? {
-                    "aoss" => crate::search::SigV4Service::Aoss,
-                    _ => crate::search::SigV4Service::Es,
-                },
-            },
-            _ => SearchAuthMode::None,
-        };
+        let search = SearchEndpointConfig::from_reader(&env)?;
         Ok(CloseWindowsConfig {
             table_name: env.required("TABLE_NAME", "the DynamoDB table name")?,
             stream_name: env.required("STREAM_NAME", "the Kinesis stream name")?,
             window: env.window_spec()?,
-            documents: taxi_core::documents::DocumentSettings {
+            documents: DocumentSettings {
                 min_count: env.number("MIN_PICKUP_COUNT", 2u64, 1, 1_000_000)?,
                 pickup_index: env.string("PICKUP_INDEX", "pickup_count"),
                 duration_index: env.string("DURATION_INDEX", "trip_duration"),
             },
             idle_timeout_s: env.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?,
-            es_endpoint,
-            auth,
-            limits: taxi_core::bulk::BulkLimits {
-                max_bytes: env.number("BULK_MAX_BYTES", 5 * 1024 * 1024usize, 1024, 100 * 1024 * 1024)?,
-                max_documents: env.number("BULK_MAX_DOCUMENTS", 1000usize, 1, 100_000)?,
-            },
-            gzip: env.flag("ES_GZIP", true)?,
-            tls_skip_verify: env.flag("ES_TLS_SKIP_VERIFY", false)?,
+            search,
             recheck_interval_s: env.number("RECHECK_INTERVAL_SECONDS", 5u64, 1, 600)?,
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
             metrics_namespace: env.string("METRICS_NAMESPACE", "TaxiPipeline"),
@@ -225,10 +283,11 @@ mod close_windows_tests {
             ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
         ]))
         .unwrap();
-        assert_eq!(config.es_endpoint, "http://127.0.0.1:9200");
-        assert_eq!(config.auth, SearchAuthMode::None);
-        assert_eq!((config.documents.min_count, config.limits.max_documents, config.limits.max_bytes), (2, 1000, 5 * 1024 * 1024));
-        assert!(config.gzip && !config.tls_skip_verify);
+        assert_eq!(config.search.endpoint, "http://127.0.0.1:9200");
+        assert_eq!(config.search.auth, SearchAuthMode::None);
+        let limits = config.search.limits;
+        assert_eq!((config.documents.min_count, limits.max_documents, limits.max_bytes), (2, 1000, 5 * 1024 * 1024));
+        assert!(config.search.gzip && !config.search.tls_skip_verify);
         assert_eq!((config.recheck_interval_s, config.keep_running_s, config.idle_timeout_s), (5, 50, 300));
         let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
         assert_eq!(err.variable, "ES_ENDPOINT");
@@ -244,7 +303,12 @@ mod close_windows_tests {
             ("ES_SIGV4_SERVICE", "aoss"),
         ]))
         .unwrap();
-        assert_eq!(config.auth, SearchAuthMode::SigV4 { service: crate::search::SigV4Service::Aoss });
+        assert_eq!(config.search.auth, SearchAuthMode::SigV4 { service: SigV4Service::Aoss });
+        assert_eq!(
+            config.search.auth.resolve(None).unwrap_err(),
+            "SigV4 needs a region: set AWS_REGION",
+            "SigV4 without an SDK configuration"
+        );
         let err = CloseWindowsConfig::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),

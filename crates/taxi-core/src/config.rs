@@ -7,7 +7,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use crate::geo::GeohashPrecision;
+use crate::geo::{Areas, GeoBox, GeohashPrecision};
 use crate::ingest::IngestSettings;
 use crate::watermark::WatermarkMode;
 use crate::window::WindowSpec;
@@ -93,6 +93,40 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         })
     }
 
+    /// A box as `min_lat,max_lat,min_lon,max_lon` in degrees, or `default` when unset.
+    pub fn geo_box(&self, name: &str, default: GeoBox) -> Result<GeoBox, ConfigError> {
+        let Some(value) = self.raw(name) else { return Ok(default) };
+        let numbers: Vec<f64> = value.split(',').filter_map(|n| n.trim().parse::<f64>().ok()).filter(|n| n.is_finite()).collect();
+        let area = match numbers[..] {
+            [min_lat, max_lat, min_lon, max_lon] => Some(GeoBox::new(min_lat, max_lat, min_lon, max_lon)),
+            _ => None,
+        };
+        area.filter(|a| {
+            (-90.0..=90.0).contains(&a.min_lat)
+                && a.min_lat < a.max_lat
+                && a.max_lat <= 90.0
+                && (-180.0..=180.0).contains(&a.min_lon)
+                && a.min_lon < a.max_lon
+                && a.max_lon <= 180.0
+        })
+        .ok_or_else(|| ConfigError {
+            variable: name.into(),
+            value,
+            expected:
+                "expected min_lat,max_lat,min_lon,max_lon in degrees, each minimum below its maximum, such as 40.632,40.654,-73.8,-73.761"
+                    .into(),
+        })
+    }
+
+    /// Where trips must start and end (`CITY_AREA`) and where a dropoff is
+    /// an airport's (`JFK_AREA`, `LGA_AREA`), by default the reference architecture's boxes.
+    pub fn areas(&self) -> Result<Areas, ConfigError> {
+        let defaults = Areas::default();
+        let airports =
+            defaults.airports.iter().map(|(airport, area)| Ok((*airport, self.geo_box(&format!("{}_AREA", airport.code()), *area)?)));
+        Ok(Areas { city: self.geo_box("CITY_AREA", defaults.city)?, airports: airports.collect::<Result<_, ConfigError>>()? })
+    }
+
     /// A true/false switch, or `default` when unset.
     pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         Ok(self.choice(name, if default { "true" } else { "false" }, &["true", "false"])? == "true")
@@ -110,7 +144,7 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         Ok(IngestSettings {
             window,
             precision: GeohashPrecision::new(precision).expect("range checked above"),
-            areas: Default::default(),
+            areas: self.areas()?,
             watermark_mode,
             allowed_lateness_s: self.number("ALLOWED_LATENESS_SECONDS", 300i64, 0, 7 * 86_400)?,
             future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", 900i64, 0, 7 * 86_400)?,
@@ -123,11 +157,26 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::Airport;
     use std::collections::HashMap;
 
     fn reader(pairs: &[(&str, &str)]) -> EnvReader<impl Fn(&str) -> Option<String>> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         EnvReader::new(move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn areas_are_read_as_boxes_in_degrees() {
+        let settings = reader(&[("CITY_AREA", "40.5, 40.9,-74.3,-73.7"), ("LGA_AREA", "40.7,40.8,-73.9,-73.8")]).ingest_settings().unwrap();
+        assert_eq!(settings.areas.city, GeoBox::new(40.5, 40.9, -74.3, -73.7));
+        assert_eq!(settings.areas.airports, vec![Areas::default().airports[0], (Airport::Lga, GeoBox::new(40.7, 40.8, -73.9, -73.8))]);
+        for bad in
+            ["40.5,40.9,-74.3", "40.9,40.5,-74.3,-73.7", "40.5,40.9,-74.3,-73.7,1", "a,b,c,d", "40.5,91,-74.3,-73.7", "40.5,40.9,-74.3,NaN"]
+        {
+            let err = reader(&[("JFK_AREA", bad)]).ingest_settings().unwrap_err();
+            assert_eq!((err.variable.as_str(), err.value.as_str()), ("JFK_AREA", bad));
+            assert!(err.expected.contains("min_lat,max_lat,min_lon,max_lon"), "{err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::counts::Reason;
 use crate::geo::{Airport, Areas, Cell, GeoPoint, GeohashPrecision};
 use crate::time::EventTime;
 
@@ -73,6 +74,14 @@ impl InvalidReason {
     }
 
     pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Reason for InvalidReason {
+    const ALL: &'static [InvalidReason] = &InvalidReason::ALL;
+
+    fn index(self) -> usize {
         self as usize
     }
 }

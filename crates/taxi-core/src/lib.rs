@@ -27,6 +27,7 @@ pub mod bulk;
 pub mod closer;
 pub mod closing;
 pub mod config;
+pub mod counts;
 pub mod documents;
 pub mod event;
 pub mod geo;

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::counts::Counts;
 use crate::event::InvalidReason;
 use crate::seq::SeqNum;
 use crate::time::WallTime;
@@ -34,26 +35,7 @@ impl fmt::Display for ShardId {
 }
 
 /// Counts of invalid records, one per [`InvalidReason`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReasonCounts([u64; InvalidReason::ALL.len()]);
-
-impl ReasonCounts {
-    pub fn add(&mut self, reason: InvalidReason, n: u64) {
-        self.0[reason.index()] += n;
-    }
-
-    pub fn get(&self, reason: InvalidReason) -> u64 {
-        self.0[reason.index()]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (InvalidReason, u64)> + '_ {
-        InvalidReason::ALL.into_iter().map(|r| (r, self.get(r)))
-    }
-}
+pub type ReasonCounts = Counts<InvalidReason, { InvalidReason::ALL.len() }>;
 
 /// What a shard's applied records were. Every applied record is counted in
 /// exactly one of `trips_aggregated`, `watermark_events`, `invalid` or
@@ -74,9 +56,7 @@ impl Counters {
         self.records += other.records;
         self.trips_aggregated += other.trips_aggregated;
         self.watermark_events += other.watermark_events;
-        for (reason, n) in other.invalid.iter() {
-            self.invalid.add(reason, n);
-        }
+        self.invalid.add_all(&other.invalid);
         self.late += other.late;
         self.dropped_late += other.dropped_late;
     }

@@ -106,12 +106,8 @@ impl Backfill {
         let totals = &mut self.totals;
         totals.rows += chunk.rows;
         totals.valid += chunk.valid;
-        for (reason, n) in chunk.skipped.nonzero() {
-            totals.skipped.add(reason, n);
-        }
-        for (reason, n) in chunk.invalid.iter() {
-            totals.invalid.add(reason, n);
-        }
+        totals.skipped.add_all(&chunk.skipped);
+        totals.invalid.add_all(&chunk.invalid);
         debug_assert_eq!(chunk.skipped.get(SkipReason::BehindHorizon), refused.len() as u64);
         for (key, value) in chunk.partials {
             self.finisher.add(key, value);

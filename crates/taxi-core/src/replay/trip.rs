@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::counts::{Counts, Reason};
 use crate::event::{TripEvent, MAX_TRIP_DURATION_S};
 use crate::time::EventTime;
 use crate::tlc::RowError;
@@ -183,25 +184,13 @@ pub fn trip_from_json_line(line: &str, default_id: u64) -> Result<ReplayTrip, Sk
 }
 
 /// Skipped rows per reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SkipCounts([u64; SkipReason::ALL.len()]);
+pub type SkipCounts = Counts<SkipReason, { SkipReason::ALL.len() }>;
 
-impl SkipCounts {
-    pub fn add(&mut self, reason: SkipReason, n: u64) {
-        self.0[reason.index()] += n;
-    }
+impl Reason for SkipReason {
+    const ALL: &'static [SkipReason] = &SkipReason::ALL;
 
-    pub fn get(&self, reason: SkipReason) -> u64 {
-        self.0[reason.index()]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    /// The reasons with a non-zero count.
-    pub fn nonzero(&self) -> impl Iterator<Item = (SkipReason, u64)> + '_ {
-        SkipReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|(_, n)| *n > 0)
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
