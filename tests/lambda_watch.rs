@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use serde_json::Value;
 use taxi_integration_tests::lambda_watch::{standin_env, LambdaWatch};
-use taxi_integration_tests::oracle::Partials;
+use taxi_integration_tests::oracle::{add_trip, Partials, Rejected, Trip};
 use taxi_integration_tests::pipeline::{assert_same, search_all};
 use taxi_integration_tests::standins::{self, unique_name};
 use taxi_integration_tests::tables::merged_partials;
@@ -24,16 +24,6 @@ const SHARD: &str = "shardId-000000000000";
 /// events, then malformed records (all on one shard), then the closer.
 const KINESIS_EVENTS: [&str; 3] = ["kinesis-trips.json", "kinesis-watermarks.json", "kinesis-malformed.json"];
 const SCHEDULED_EVENTS: [&str; 1] = ["scheduled.json"];
-
-/// (min lat, max lat, min lon, max lon)
-type Area = (f64, f64, f64, f64);
-
-const NYC: Area = (40.4774, 40.9176, -74.2591, -73.7004);
-const AIRPORTS: [(&str, Area); 2] = [("JFK", (40.632, 40.654, -73.800, -73.761)), ("LGA", (40.766, 40.778, -73.881, -73.859))];
-
-fn inside(lat: f64, lon: f64, (min_lat, max_lat, min_lon, max_lon): Area) -> bool {
-    (min_lat..=max_lat).contains(&lat) && (min_lon..=max_lon).contains(&lon)
-}
 
 fn events_dir() -> PathBuf {
     workspace_root().join("events")
@@ -85,31 +75,16 @@ fn expected_from_events() -> Expected {
                 Some("trip") => {
                     let (pickup, dropoff) = (rfc3339(&event["pickup_datetime"]), rfc3339(&event["dropoff_datetime"]));
                     let coordinate = |field: &str| event[field].as_f64().expect("a coordinate");
-                    let (p_lat, p_lon, d_lat, d_lon) =
-                        (coordinate("pickup_lat"), coordinate("pickup_lon"), coordinate("dropoff_lat"), coordinate("dropoff_lon"));
-                    if !inside(p_lat, p_lon, NYC) || !inside(d_lat, d_lon, NYC) {
-                        *out.invalid.entry("outside_area".into()).or_default() += 1;
-                        continue;
-                    }
-                    let duration = dropoff - pickup;
-                    if duration <= 0 || duration > 4 * 3600 {
-                        *out.invalid.entry("bad_duration".into()).or_default() += 1;
-                        continue;
-                    }
-                    out.trips += 1;
-                    let cell = geohash::encode(geohash::Coord { x: p_lon, y: p_lat }, 6).expect("geohash");
-                    let pane = dropoff.div_euclid(WINDOW_S) * WINDOW_S;
-                    let mut add = |key: String| {
-                        let entry = out.partials.entry((pane, key)).or_default();
-                        entry.0 += 1;
-                        entry.1 += duration as u64;
+                    let trip = Trip {
+                        pickup,
+                        dropoff,
+                        pickup_at: (coordinate("pickup_lat"), coordinate("pickup_lon")),
+                        dropoff_at: (coordinate("dropoff_lat"), coordinate("dropoff_lon")),
                     };
-                    add(format!("pickups#{cell}"));
-                    for (code, area) in AIRPORTS {
-                        if inside(d_lat, d_lon, area) {
-                            add(format!("airport_cell#{code}#{cell}"));
-                            add(format!("airport#{code}"));
-                        }
+                    match add_trip(&mut out.partials, &trip, WINDOW_S, 6) {
+                        Ok(()) => out.trips += 1,
+                        Err(Rejected::OutsideArea) => *out.invalid.entry("outside_area".into()).or_default() += 1,
+                        Err(Rejected::BadDuration) => *out.invalid.entry("bad_duration".into()).or_default() += 1,
                     }
                 }
                 other => panic!("{name}: unexpected event type {other:?}"),

@@ -48,34 +48,61 @@ pub fn expected(path: &Path, pane_s: i64, precision: usize) -> Expected {
         out.rows += 1;
         let num = |i: usize| row[i].parse::<f64>().expect("number");
         let (pickup, dropoff) = (utc(&row[pt]), utc(&row[dt]));
-        let (p_lat, p_lon, d_lat, d_lon) = (num(plat), num(plon), num(dlat), num(dlon));
-        if !inside(p_lat, p_lon, NYC) || !inside(d_lat, d_lon, NYC) {
-            out.outside_area += 1;
-            continue;
-        }
-        let duration = dropoff - pickup;
-        if duration <= 0 || duration > 4 * 3600 {
-            out.bad_duration += 1;
-            continue;
-        }
-        out.valid_trips += 1;
-        out.last_dropoff = out.last_dropoff.max(dropoff);
-        let cell = geohash::encode(geohash::Coord { x: p_lon, y: p_lat }, precision).expect("geohash");
-        let pane = dropoff.div_euclid(pane_s) * pane_s;
-        let mut add = |key: String| {
-            let entry = out.partials.entry((pane, key)).or_default();
-            entry.0 += 1;
-            entry.1 += duration as u64;
-        };
-        add(format!("pickups#{cell}"));
-        for (code, area) in [("JFK", JFK), ("LGA", LGA)] {
-            if inside(d_lat, d_lon, area) {
-                add(format!("airport_cell#{code}#{cell}"));
-                add(format!("airport#{code}"));
+        let trip = Trip { pickup, dropoff, pickup_at: (num(plat), num(plon)), dropoff_at: (num(dlat), num(dlon)) };
+        match add_trip(&mut out.partials, &trip, pane_s, precision) {
+            Err(Rejected::OutsideArea) => out.outside_area += 1,
+            Err(Rejected::BadDuration) => out.bad_duration += 1,
+            Ok(()) => {
+                out.valid_trips += 1;
+                out.last_dropoff = out.last_dropoff.max(dropoff);
             }
         }
     }
     out
+}
+
+/// A trip as the oracle reads it: times in UTC seconds, places as (lat, lon).
+pub struct Trip {
+    pub pickup: i64,
+    pub dropoff: i64,
+    pub pickup_at: (f64, f64),
+    pub dropoff_at: (f64, f64),
+}
+
+/// Why the oracle does not count a trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    OutsideArea,
+    BadDuration,
+}
+
+/// Adds a trip to the partials of its pane by DESIGN §3's rules (both ends
+/// in the city, 0 < duration <= 4 h; pickups per cell, airport trips per
+/// cell and per airport), or says why it does not count.
+pub fn add_trip(partials: &mut Partials, trip: &Trip, pane_s: i64, precision: usize) -> Result<(), Rejected> {
+    let ((p_lat, p_lon), (d_lat, d_lon)) = (trip.pickup_at, trip.dropoff_at);
+    if !inside(p_lat, p_lon, NYC) || !inside(d_lat, d_lon, NYC) {
+        return Err(Rejected::OutsideArea);
+    }
+    let duration = trip.dropoff - trip.pickup;
+    if duration <= 0 || duration > 4 * 3600 {
+        return Err(Rejected::BadDuration);
+    }
+    let cell = geohash::encode(geohash::Coord { x: p_lon, y: p_lat }, precision).expect("geohash");
+    let pane = trip.dropoff.div_euclid(pane_s) * pane_s;
+    let mut add = |key: String| {
+        let entry = partials.entry((pane, key)).or_default();
+        entry.0 += 1;
+        entry.1 += duration as u64;
+    };
+    add(format!("pickups#{cell}"));
+    for (code, area) in [("JFK", JFK), ("LGA", LGA)] {
+        if inside(d_lat, d_lon, area) {
+            add(format!("airport_cell#{code}#{cell}"));
+            add(format!("airport#{code}"));
+        }
+    }
+    Ok(())
 }
 
 /// One document as the oracle expects it: trips and the sum of their durations.
