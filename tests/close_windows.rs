@@ -343,6 +343,9 @@ impl CloserStore for Scripted {
     async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
         self.inner.delete_reemit_marker(marker).await
     }
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+        self.inner.announce_closing(closing_through).await
+    }
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
         if self.die_before_recording.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the closer died here".into()));

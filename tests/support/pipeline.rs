@@ -12,6 +12,7 @@ use taxi_aws::kinesis::{list_shards, wait_until_active, KinesisShards};
 use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink};
 use taxi_core::bulk::BulkLimits;
 use taxi_core::closer::{Closer, CloserSettings, CloserStore};
+use taxi_core::closing::Idleness;
 use taxi_core::documents::DocumentSettings;
 use taxi_core::ingest::{Aggregator, IngestSettings};
 use taxi_core::shard::StreamShard;
@@ -128,7 +129,7 @@ impl Deployment {
             settings: CloserSettings {
                 window: WindowSpec::tumbling(600).unwrap(),
                 documents: self.documents.clone(),
-                idle_timeout_ms,
+                idleness: Idleness::After { timeout_ms: idle_timeout_ms },
                 safety_margin_ms: 1_000,
                 owner: unique_name("closer"),
             },

@@ -3,7 +3,7 @@
 //! from TRIM_HORIZON, one batch in flight at a time, in the exact Lambda
 //! `KinesisEvent` shape; a shard's children start only once it has been read
 //! to its end and every record of it is done (as Lambda orders a reshard).
-//! Batching and retries follow [`super::delivery`].
+//! Batching and retries follow [`taxi_core::delivery`].
 //!
 //! Faults can be injected for tests: a function error after every Nth
 //! invocation (the handler has run, its answer is thrown away, as when a
@@ -24,8 +24,8 @@ use taxi_core::retry::backoff;
 use taxi_core::shard::{ShardId, StreamShard};
 use tokio::task::JoinSet;
 
-use super::delivery::{DeliverySettings, Outcome, ShardDelivery, Step};
 use super::functions::{AggregateInvoker, InvokeError};
+use taxi_core::delivery::{DeliverySettings, Outcome, ShardDelivery, Step};
 
 /// Records asked for per GetRecords call (the API's maximum).
 const GET_RECORDS_LIMIT: i32 = 10_000;

@@ -5,7 +5,7 @@
 //!
 //! - [`services`]: the endpoints, and the stand-ins started for them.
 //! - [`event_source`]: the Kinesis event source mapping (batches, retries,
-//!   bisect, resharding order), over [`delivery`], its pure state machine.
+//!   bisect, resharding order), over [`taxi_core::delivery`], its pure state machine.
 //! - [`functions`]: the handlers in this process, or through the Lambda
 //!   invoke API (`--invoke-endpoint`, e.g. `cargo lambda watch`).
 //! - [`reshard`]: the shard-split fault.
@@ -13,7 +13,6 @@
 //! - this module: the schedule of the close-windows function, the run until
 //!   the final watermark has closed every window, and the summary.
 
-pub mod delivery;
 pub mod event_source;
 pub mod functions;
 pub mod reshard;
@@ -41,7 +40,6 @@ use taxi_core::shard::{Counters, ShardId};
 use taxi_core::time::EventTime;
 use tokio::task::JoinSet;
 
-use self::delivery::DeliverySettings;
 use self::event_source::{EventSourceMapping, Faults, MappingSettings, MappingStats};
 use self::functions::{AggregateInvoker, CloseAnswer, CloseWindowsInvoker, LambdaInvokeApi};
 use self::services::{GivenEndpoints, Services};
@@ -49,6 +47,7 @@ use crate::args::InputFormat;
 use crate::progress::Progress;
 use crate::replay::{replay, FeedOptions, Summary as ReplaySummary};
 use crate::report::{render_report, ReportOptions, ReportOutput};
+use taxi_core::delivery::DeliverySettings;
 
 /// The bundled real sample: one hour of January 2015, 5,198 trips.
 pub const SAMPLE: &str = "data/yellow_tripdata_2015-01-10_0000-0100.csv.gz";

@@ -231,6 +231,8 @@ pub struct CloseWindowsConfig {
     pub documents: DocumentSettings,
     /// `IDLE_SHARD_TIMEOUT_SECONDS` (default 300).
     pub idle_timeout_s: i64,
+    /// `WATERMARK_MODE`, as the aggregate function's: in producer mode a silent shard is stuck, never idle.
+    pub watermark_mode: taxi_core::watermark::WatermarkMode,
     pub search: SearchEndpointConfig,
     /// `RECHECK_INTERVAL_SECONDS` (default 5): pause between passes in one invocation.
     pub recheck_interval_s: u64,
@@ -258,6 +260,7 @@ impl CloseWindowsConfig {
                 duration_index: env.string("DURATION_INDEX", "trip_duration"),
             },
             idle_timeout_s: env.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?,
+            watermark_mode: env.watermark_mode()?,
             search,
             recheck_interval_s: env.number("RECHECK_INTERVAL_SECONDS", 5u64, 1, 600)?,
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,

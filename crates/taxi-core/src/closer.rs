@@ -20,7 +20,7 @@ use std::future::Future;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aggregate::{MetricKey, PartialValue};
-use crate::closing::{closable_through, global_watermark, merge, windows_to_close, GlobalWatermark};
+use crate::closing::{closable_through, global_watermark, merge, windows_to_close, GlobalWatermark, Idleness};
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
@@ -35,6 +35,8 @@ const READ_CONCURRENCY: usize = 8;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CloserState {
     pub closed_through: Option<EventTime>,
+    /// What the closer announced it is closing (see [`CloserStore::announce_closing`]).
+    pub closing_through: Option<EventTime>,
     pub watermark: Option<EventTime>,
     pub first_seen: BTreeMap<ShardId, WallTime>,
 }
@@ -70,6 +72,9 @@ pub trait CloserStore: Send + Sync {
     fn list_reemit_markers(&self) -> impl Future<Output = Result<Vec<StoredMarker>, StoreError>> + Send;
     /// Deletes the marker unless late data has touched it again since it was read.
     fn delete_reemit_marker(&self, marker: &StoredMarker) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Moves `closing_through` forward (never back), before the partials of the
+    /// windows ending at or before it are read: the first phase of a close.
+    fn announce_closing(&self, closing_through: EventTime) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Moves `closed_through` forward (never back) and records the watermark.
     fn advance_closed_through(
         &self,
@@ -120,7 +125,8 @@ pub trait DocumentSink: Send + Sync {
 pub struct CloserSettings {
     pub window: WindowSpec,
     pub documents: DocumentSettings,
-    pub idle_timeout_ms: i64,
+    /// When a silent shard stops holding windows back.
+    pub idleness: Idleness,
     /// Time kept free before the deadline: no window is started after it.
     pub safety_margin_ms: i64,
     pub owner: String,
@@ -178,7 +184,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         let shard_ids: Vec<ShardId> = shards.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
         let closer = self.store.load_closer_state().await.map_err(|e| e.to_string())?;
-        let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idle_timeout_ms);
+        let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
         if global.first_seen != closer.first_seen {
             self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;
         }
@@ -208,6 +214,12 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         let Some(watermark) = watermark else { return Ok(()) };
         let panes = states.values().flat_map(|state| state.open_panes.iter().copied());
         let windows = windows_to_close(&s.window, panes, closer.closed_through, watermark);
+        // Phase one: announce what this pass closes before reading any of it, so an
+        // aggregate function whose partial lands after the read re-emits the window.
+        let through = closable_through(&s.window, watermark);
+        if closer.closing_through.is_none_or(|c| through > c) && closer.closed_through.is_none_or(|c| through > c) {
+            self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
+        }
         for (i, window) in windows.iter().enumerate() {
             if self.out_of_time(clock, deadline) {
                 report.windows_left_open = (windows.len() - i) as u64;
@@ -223,7 +235,6 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             report.windows_closed += 1;
         }
         // Every window with data up to the watermark is closed; empty ones need nothing.
-        let through = closable_through(&s.window, watermark);
         if closer.closed_through.is_none_or(|c| through > c) {
             self.store.advance_closed_through(through, watermark).await.map_err(|e| e.to_string())?;
             report.closed_through = Some(through);

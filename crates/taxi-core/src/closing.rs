@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::aggregate::{MetricKey, PartialValue};
 use crate::shard::{ShardId, ShardState, StreamShard};
 use crate::time::{EventTime, WallTime};
+use crate::watermark::WatermarkMode;
 use crate::window::{PaneStart, WindowSpec, WindowStart};
 
 /// How one shard counts towards the global watermark.
@@ -50,9 +51,42 @@ pub struct GlobalWatermark {
     pub all_idle: bool,
 }
 
+/// When a shard that stops reporting may be left out of the global watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idleness {
+    /// Producer mode: the producer writes watermark events to every open
+    /// shard, so a shard that stops reporting is stuck (throttled, failing,
+    /// behind), never idle: it holds every window back until it reports.
+    Never,
+    /// Bounded mode: a shard silent for this long is idle and left out; what
+    /// it brings when it comes back is late data.
+    After { timeout_ms: i64 },
+}
+
+impl Idleness {
+    /// The rule that fits the aggregate function's watermark mode.
+    pub fn for_mode(mode: WatermarkMode, idle_timeout_ms: i64) -> Idleness {
+        match mode {
+            WatermarkMode::Producer => Idleness::Never,
+            WatermarkMode::Bounded { .. } => Idleness::After { timeout_ms: idle_timeout_ms },
+        }
+    }
+
+    fn silent_too_long(self, since: WallTime, now: WallTime) -> bool {
+        match self {
+            Idleness::Never => false,
+            Idleness::After { timeout_ms } => now.0 - since.0 > timeout_ms,
+        }
+    }
+}
+
 /// The minimum watermark over the live shards of the stream.
 ///
-/// When every shard is idle (the end of a replay, a quiet night), idleness
+/// A shard without state whose parents are not drained yet (no child of
+/// theirs has started) is awaited, and its idle timeout starts only once
+/// they are: under a backlog a parent can take longer than any timeout.
+///
+/// When every shard is idle (bounded mode: the end of a replay, a quiet night), idleness
 /// is judged among the shards themselves: those that fell silent within the
 /// idle timeout of the last one decide, so the final watermark events close
 /// the last windows while a shard silent for hours does not drag anything back.
@@ -61,20 +95,22 @@ pub fn global_watermark(
     states: &BTreeMap<ShardId, ShardState>,
     first_seen: &BTreeMap<ShardId, WallTime>,
     now: WallTime,
-    idle_timeout_ms: i64,
+    idleness: Idleness,
 ) -> GlobalWatermark {
     let child_started = |parent: &ShardId| shards.iter().any(|s| s.parents().any(|p| p == parent) && states.contains_key(&s.id));
+    let parents_drained = |shard: &StreamShard| shard.parents().all(|p| child_started(p) || !shards.iter().any(|s| s.id == *p));
     let mut verdicts = BTreeMap::new();
     let mut seen = BTreeMap::new();
     for shard in shards {
         let verdict = match states.get(&shard.id) {
             _ if shard.closed && child_started(&shard.id) => ShardVerdict::Retired,
-            Some(state) if state.updated_at.is_none_or(|t| now.0 - t.0 > idle_timeout_ms) => ShardVerdict::Idle,
+            Some(state) if state.updated_at.is_none_or(|t| idleness.silent_too_long(t, now)) => ShardVerdict::Idle,
             Some(state) => ShardVerdict::Live { watermark: state.watermark.watermark },
+            None if !parents_drained(shard) => ShardVerdict::Awaiting { since: now },
             None => {
                 let since = first_seen.get(&shard.id).copied().unwrap_or(now);
                 seen.insert(shard.id.clone(), since);
-                if now.0 - since.0 > idle_timeout_ms {
+                if idleness.silent_too_long(since, now) {
                     ShardVerdict::NeverReported
                 } else {
                     ShardVerdict::Awaiting { since }
@@ -97,7 +133,7 @@ pub fn global_watermark(
         let idle: Vec<&ShardState> = verdicts.iter().filter(|(_, v)| **v == ShardVerdict::Idle).map(|(id, _)| &states[id]).collect();
         let last_report = idle.iter().filter_map(|s| s.updated_at).max();
         let fell_silent_last = idle.iter().filter(|s| match (s.updated_at, last_report) {
-            (Some(t), Some(last)) => last.0 - t.0 <= idle_timeout_ms,
+            (Some(t), Some(last)) => !idleness.silent_too_long(t, last),
             _ => false,
         });
         minimum(fell_silent_last.map(|s| s.watermark.watermark))
@@ -185,7 +221,7 @@ mod tests {
     fn decide(shards: &[StreamShard], states: &[(&str, ShardState)], first_seen: &[(&str, i64)]) -> GlobalWatermark {
         let states = states.iter().map(|(id, s)| (ShardId(id.to_string()), s.clone())).collect();
         let first_seen = first_seen.iter().map(|(id, t)| (ShardId(id.to_string()), WallTime(*t))).collect();
-        global_watermark(shards, &states, &first_seen, NOW, TIMEOUT)
+        global_watermark(shards, &states, &first_seen, NOW, Idleness::After { timeout_ms: TIMEOUT })
     }
 
     fn verdict(g: &GlobalWatermark, id: &str) -> ShardVerdict {
@@ -217,6 +253,18 @@ mod tests {
     }
 
     #[test]
+    fn in_producer_mode_a_silent_shard_is_stuck_not_idle() {
+        let shards = [shard("a", None, false), shard("b", None, false), shard("new", None, false)];
+        let states = [("a", state(Some(500), 0)), ("b", state(Some(100), 100 * TIMEOUT))];
+        let states: BTreeMap<ShardId, ShardState> = states.iter().map(|(id, s)| (ShardId(id.to_string()), s.clone())).collect();
+        let first_seen = [(ShardId("new".into()), WallTime(NOW.0 - 100 * TIMEOUT))].into();
+        let g = global_watermark(&shards, &states, &first_seen, NOW, Idleness::for_mode(WatermarkMode::Producer, TIMEOUT));
+        assert_eq!(verdict(&g, "b"), ShardVerdict::Live { watermark: Some(EventTime(100)) }, "its backlog holds windows back");
+        assert!(matches!(verdict(&g, "new"), ShardVerdict::Awaiting { .. }), "a shard that never reported is awaited");
+        assert_eq!(g.watermark, None);
+    }
+
+    #[test]
     fn new_shard_holds_back_until_it_reports_or_times_out() {
         let shards = [shard("a", None, false), shard("new", None, false)];
         let g = decide(&shards, &[("a", state(Some(500), 0))], &[]);
@@ -236,14 +284,22 @@ mod tests {
         let g = decide(&shards, &[("p", state(Some(400), 0))], &[]);
         assert_eq!(verdict(&g, "p"), ShardVerdict::Live { watermark: Some(EventTime(400)) });
         assert_eq!(g.watermark, None);
-        // Both children waited out their timeout: the parent alone decides.
+        // However long the parent takes to drain (a backlog), its children wait:
+        // their idle timeout has not started.
         let old = NOW.0 - TIMEOUT - 1;
         let g = decide(&shards, &[("p", state(Some(400), 0))], &[("c1", old), ("c2", old)]);
-        assert_eq!(g.watermark, Some(EventTime(400)));
-        // One child started: the parent is drained and leaves; the other child still holds back.
+        assert_eq!(verdict(&g, "c2"), ShardVerdict::Awaiting { since: NOW });
+        assert_eq!(g.watermark, None);
+        assert!(g.first_seen.is_empty(), "no timeout starts before the parent is drained");
+        // One child started: the parent is drained and leaves; the other child still
+        // holds back, and its timeout starts now.
         let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0))], &[]);
         assert_eq!(verdict(&g, "p"), ShardVerdict::Retired);
         assert_eq!(g.watermark, None);
+        assert_eq!(g.first_seen.get(&ShardId("c2".into())), Some(&NOW));
+        let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0))], &[("c2", old)]);
+        assert_eq!(verdict(&g, "c2"), ShardVerdict::NeverReported);
+        assert_eq!(g.watermark, Some(EventTime(900)));
         let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0)), ("c2", state(Some(700), 0))], &[]);
         assert_eq!(g.watermark, Some(EventTime(700)));
     }

@@ -132,15 +132,21 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         Ok(self.choice(name, if default { "true" } else { "false" }, &["true", "false"])? == "true")
     }
 
+    /// `WATERMARK_MODE` (and `MAX_OUT_OF_ORDERNESS_SECONDS` in bounded mode):
+    /// read by both functions, since the closer's idleness rule follows it.
+    pub fn watermark_mode(&self) -> Result<WatermarkMode, ConfigError> {
+        Ok(match self.choice("WATERMARK_MODE", "producer", &["producer", "bounded"])? {
+            "bounded" => WatermarkMode::Bounded { max_out_of_orderness_s: self.number("MAX_OUT_OF_ORDERNESS_SECONDS", 60i64, 0, 86_400)? },
+            _ => WatermarkMode::Producer,
+        })
+    }
+
     /// The analytics settings of the aggregate function (see the README's
     /// configuration table for each variable).
     pub fn ingest_settings(&self) -> Result<IngestSettings, ConfigError> {
         let window = self.window_spec()?;
         let precision = self.number("GEOHASH_PRECISION", 6u8, 1, GeohashPrecision::MAX)?;
-        let watermark_mode = match self.choice("WATERMARK_MODE", "producer", &["producer", "bounded"])? {
-            "bounded" => WatermarkMode::Bounded { max_out_of_orderness_s: self.number("MAX_OUT_OF_ORDERNESS_SECONDS", 60i64, 0, 86_400)? },
-            _ => WatermarkMode::Producer,
-        };
+        let watermark_mode = self.watermark_mode()?;
         Ok(IngestSettings {
             window,
             precision: GeohashPrecision::new(precision).expect("range checked above"),

@@ -140,7 +140,7 @@ impl<S: PartialStore> Aggregator<S> {
         let plan = plan_batch(&self.settings, shard, records, &state, &progress, now);
         metrics.redelivered = (records.len() - plan.fresh.len()) as u64;
 
-        let (durable, write_metrics) = self.write_effects(shard, &plan).await;
+        let (durable, write_metrics) = self.write_effects(shard, &plan, now).await;
         let fresh = &plan.fresh;
         metrics.partial_writes = write_metrics.partial_writes;
         metrics.fenced_writes = write_metrics.fenced_writes;
@@ -167,14 +167,14 @@ impl<S: PartialStore> Aggregator<S> {
 
     /// Writes every partial and re-emit marker of the new records. Returns how
     /// many of them, from the front, have all their effects durable.
-    async fn write_effects(&self, shard: &ShardId, plan: &BatchPlan<'_>) -> (usize, BatchMetrics) {
+    async fn write_effects(&self, shard: &ShardId, plan: &BatchPlan<'_>, now: WallTime) -> (usize, BatchMetrics) {
         let s = &self.settings;
         let fresh = &plan.fresh;
         let mut metrics = BatchMetrics::default();
         let mut durable = fresh.len();
         // The futures are collected first: a lazy `map` closure kept across the
         // await would make the future's `Send` unprovable to the compiler.
-        let writes: Vec<_> = plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c)).collect();
+        let writes: Vec<_> = plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c, now)).collect();
         let writes = stream::iter(writes).buffer_unordered(s.write_concurrency.max(1)).collect::<Vec<_>>().await;
         for write in writes {
             metrics.partial_writes += write.attempts;
@@ -185,10 +185,27 @@ impl<S: PartialStore> Aggregator<S> {
             }
         }
 
+        // Phase two of the closer's protocol: a window the closer announced after
+        // this batch read its progress may have been read before these partials
+        // landed, so every such window the batch wrote to is emitted again.
+        let mut reemit = plan.reemit.clone();
+        let reread = if plan.parts.is_empty() { Ok(plan.progress) } else { self.store.load_closer_progress().await };
+        match reread {
+            Ok(now_closing) => {
+                for (window, span) in plan.closing_windows(&s.window, &now_closing) {
+                    reemit.entry(window).and_modify(|s| *s = (s.0.min(span.0), s.1.max(span.1))).or_insert(span);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%shard, "re-reading the closer's progress failed: {e}");
+                durable = 0;
+            }
+        }
+
         // Markers go after the partials: a closer that sees one finds the data in.
         // The closer's progress only matters for windows within lateness; the
         // marker is written even if the closer has not reached the window yet.
-        let markers: Vec<_> = plan.reemit.iter().filter(|(_, (first, _))| *first < durable).collect();
+        let markers: Vec<_> = reemit.iter().filter(|(_, (first, _))| *first < durable).collect();
         let results: Vec<_> = markers
             .into_iter()
             .map(|(window, (first, last))| async move {
@@ -197,7 +214,7 @@ impl<S: PartialStore> Aggregator<S> {
                     window: *window,
                     shard,
                     seq: &fresh[last].record.seq,
-                    expires_at: self.expires_at(s.window.window_end(*window)),
+                    expires_at: self.expires_at(s.window.window_end(*window), now),
                 };
                 (*first, self.store.put_reemit_marker(&marker).await)
             })
@@ -225,9 +242,10 @@ impl<S: PartialStore> Aggregator<S> {
         fresh: &[Fresh<'_>],
         key: PartialKey,
         contribution: &Contribution,
+        now: WallTime,
     ) -> PartialWriteResult {
         let seq_at = |position: usize| &fresh[position].record.seq;
-        let expires_at = self.expires_at(self.settings.window.window_end(self.settings.window.last_window_containing(key.pane)));
+        let expires_at = self.expires_at(self.settings.window.window_end(self.settings.window.last_window_containing(key.pane)), now);
         let mut result = PartialWriteResult::default();
         let mut pending = Cow::Borrowed(contribution);
         for _ in 0..MAX_CONFLICT_ROUNDS {
@@ -336,8 +354,13 @@ impl<S: PartialStore> Aggregator<S> {
         added
     }
 
-    fn expires_at(&self, last_use: EventTime) -> EventTime {
-        last_use.plus_seconds(self.settings.allowed_lateness_s + self.settings.retention_s)
+    /// DynamoDB's TTL compares `expires_at` with the wall clock, so the item
+    /// outlives both this write and the last use of its data (the end of the
+    /// last window that reads it, plus the allowed lateness) by the retention,
+    /// whether the data is live or replayed from years ago.
+    fn expires_at(&self, last_use: EventTime, now: WallTime) -> EventTime {
+        let last_use = last_use.plus_seconds(self.settings.allowed_lateness_s);
+        last_use.max(now.as_event_time()).plus_seconds(self.settings.retention_s)
     }
 }
 
@@ -349,9 +372,29 @@ pub struct BatchPlan<'a> {
     parts: Vec<(PartialKey, Contribution)>,
     /// Window -> (first, last) position of the late trips that need it re-emitted.
     reemit: BTreeMap<WindowStart, (usize, usize)>,
+    /// The closer's progress the batch was judged against.
+    progress: CloserProgress,
 }
 
 impl BatchPlan<'_> {
+    /// The windows this batch's trips were written to as open that `progress`
+    /// now says are being closed, with the first and last position of those trips.
+    fn closing_windows(&self, spec: &WindowSpec, progress: &CloserProgress) -> BTreeMap<WindowStart, (usize, usize)> {
+        let mut windows: BTreeMap<WindowStart, (usize, usize)> = BTreeMap::new();
+        let Some(closing) = progress.closing_through else { return windows };
+        let open_before = |end: EventTime| self.progress.closed_through.is_none_or(|c| end > c);
+        for (position, fresh) in self.fresh.iter().enumerate() {
+            let Outcome::Trip { facts, .. } = &fresh.outcome else { continue };
+            for window in spec.windows_containing(spec.pane_of(facts.event_time)) {
+                let end = spec.window_end(window);
+                if end <= closing && open_before(end) {
+                    windows.entry(window).and_modify(|s| s.1 = position).or_insert((position, position));
+                }
+            }
+        }
+        windows
+    }
+
     /// Records above the shard's applied sequence number.
     pub fn new_records(&self) -> usize {
         self.fresh.len()
@@ -376,7 +419,7 @@ pub fn plan_batch<'a>(
 ) -> BatchPlan<'a> {
     let latest_plausible = now.as_event_time().plus_seconds(settings.future_tolerance_s);
     let mut highest = state.applied_seq.as_ref();
-    let mut plan = BatchPlan { fresh: Vec::with_capacity(records.len()), parts: Vec::new(), reemit: BTreeMap::new() };
+    let mut plan = BatchPlan { fresh: Vec::with_capacity(records.len()), parts: Vec::new(), reemit: BTreeMap::new(), progress: *progress };
     let mut aggregate = BatchAggregate::default();
     let mut logged = 0;
     for record in records {

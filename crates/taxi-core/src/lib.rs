@@ -12,6 +12,7 @@
 //! - [`bulk`]: `_bulk` NDJSON chunks and the classification of the answers.
 //! - [`watermark`]: per-shard watermark rules (producer and bounded modes).
 //! - [`shard`]: the durable per-shard state and its counters.
+//! - [`delivery`]: a Kinesis event source mapping's batching and retries, as a pure state machine.
 //! - [`ingest`]: the exactly-once batch algorithm over a [`store::PartialStore`].
 //! - [`store`]: the store trait, plus an in-memory store with fault injection.
 //! - [`metrics`]: per-batch metrics and their CloudWatch EMF encoding.
@@ -28,6 +29,7 @@ pub mod closer;
 pub mod closing;
 pub mod config;
 pub mod counts;
+pub mod delivery;
 pub mod documents;
 pub mod event;
 pub mod geo;

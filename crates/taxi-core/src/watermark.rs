@@ -61,6 +61,10 @@ pub struct CloserProgress {
     pub closed_through: Option<EventTime>,
     /// The global watermark the closer last acted on (at least `closed_through`).
     pub watermark: Option<EventTime>,
+    /// Windows ending at or before this instant are being closed: the closer
+    /// records it before it reads their partials, so a partial written after
+    /// the read is seen by a writer that reads this afterwards.
+    pub closing_through: Option<EventTime>,
 }
 
 /// Where a trip stands relative to the windows already emitted.
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn lateness_against_closer_progress() {
         let spec = WindowSpec::tumbling(600).unwrap();
-        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1500)) };
+        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1500)), closing_through: None };
         assert_eq!(progress.lateness(&spec, PaneStart(1200), 0), Lateness::OnTime);
         assert_eq!(progress.lateness(&spec, PaneStart(600), 0), Lateness::DroppedLate);
         // Window [600, 1200) is within 400 s of lateness of watermark 1500.
@@ -165,7 +169,7 @@ mod tests {
 
         // Sliding: pane 900 is in windows [300, 900+300) = 300 and 600..; with 600/300 panes.
         let sliding = WindowSpec::new(600, 300).unwrap();
-        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1200)) };
+        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1200)), closing_through: None };
         // Pane 900 is in windows 600 (ends 1200, closed) and 900 (ends 1500, open).
         assert_eq!(progress.lateness(&sliding, PaneStart(900), 0), Lateness::OnTime);
         assert_eq!(progress.lateness(&sliding, PaneStart(900), 60), Lateness::Late { reemit: vec![WindowStart(600)] });

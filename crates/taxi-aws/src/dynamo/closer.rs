@@ -127,6 +127,7 @@ impl CloserStore for DynamoStore {
         };
         Ok(CloserState {
             closed_through: number_attribute(&item, "closed_through")?.map(EventTime),
+            closing_through: number_attribute(&item, "closing_through")?.map(EventTime),
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
             first_seen,
         })
@@ -208,6 +209,21 @@ impl CloserStore for DynamoStore {
             // Touched again by newer late data: it stays, for the next run.
             Err(e) if is_conditional_failure(&e, DeleteItemError::is_conditional_check_failed_exception) => Ok(()),
             other => other.map(|_| ()).map_err(|e| store_error("DeleteItem", e)),
+        }
+    }
+
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+        let result = self
+            .closer_update()
+            .update_expression("SET closing_through = :through")
+            .condition_expression("attribute_not_exists(closing_through) OR closing_through < :through")
+            .expression_attribute_values(":through", number(closing_through.0))
+            .send()
+            .await;
+        match result {
+            // Another closer announced as far already: never backwards.
+            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
+            other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closing_through)", e)),
         }
     }
 

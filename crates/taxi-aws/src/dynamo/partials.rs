@@ -41,6 +41,7 @@ impl PartialStore for DynamoStore {
         Ok(CloserProgress {
             closed_through: number_attribute(&item, "closed_through")?.map(EventTime),
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
+            closing_through: number_attribute(&item, "closing_through")?.map(EventTime),
         })
     }
 

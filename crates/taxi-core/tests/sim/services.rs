@@ -1,0 +1,366 @@
+//! Models of DynamoDB, Kinesis `ListShards` and the search endpoint behind the
+//! core's own traits, so the real aggregate and closer algorithms run on them.
+//!
+//! DynamoDB, as documented:
+//! - conditional writes are atomic per item and a refused condition changes
+//!   nothing (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html);
+//!   with `ReturnValuesOnConditionCheckFailure = ALL_OLD` the refusal carries the item;
+//! - strongly consistent reads see every write acknowledged before them;
+//! - an item is at most 400 KB, larger writes fail with a ValidationException
+//!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html);
+//! - TTL deletes an item at some time after its `expires_at` (epoch seconds)
+//!   has passed on the wall clock, typically within days, never before
+//!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/howitworks-ttl.html);
+//! - throttling refuses a request without applying it.
+//!
+//! The search endpoint keeps documents by `_id`; with external versioning an
+//! index request whose version is lower than the stored one is refused with a
+//! 409 (https://www.elastic.co/guide/en/elasticsearch/reference/current/docs-index_.html#index-versioning).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use taxi_core::aggregate::{MetricKey, PartialValue};
+use taxi_core::closer::{
+    CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
+};
+use taxi_core::documents::Document;
+use taxi_core::seq::SeqNum;
+use taxi_core::shard::{ShardId, ShardState, StreamShard};
+use taxi_core::store::{PartialStore, PartialWrite, PartialWriteOutcome, ReemitMarker, SaveOutcome, StoreError};
+use taxi_core::time::{EventTime, WallTime};
+use taxi_core::watermark::CloserProgress;
+use taxi_core::window::PaneStart;
+
+use super::world::{IndexedDocument, MarkerItem, PartialItem, Service, Shared, Sleep};
+
+/// DynamoDB's item size limit.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// The size of a shard state item as stored: fixed attributes plus the open
+/// panes' number set (about 11 bytes per epoch-seconds number).
+fn shard_state_bytes(state: &ShardState) -> usize {
+    600 + 11 * state.open_panes.len()
+}
+
+/// One actor's handle on the simulated table.
+#[derive(Clone)]
+pub struct SimStore {
+    pub shared: Arc<Shared>,
+    pub actor: u64,
+}
+
+impl SimStore {
+    fn dynamo<T: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&mut super::world::Env<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> super::world::Reply<'_, T> {
+        self.shared.call(self.actor, Service::Dynamo, label, f)
+    }
+}
+
+impl PartialStore for SimStore {
+    async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
+        let shard = shard.clone();
+        self.dynamo("GetItem shard state", move |env| Ok(env.tables.shard_states.get(&shard).cloned())).await
+    }
+
+    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+        self.dynamo("GetItem closer progress", |env| {
+            let state = &env.tables.closer.state;
+            Ok(CloserProgress { closed_through: state.closed_through, watermark: state.watermark, closing_through: state.closing_through })
+        })
+        .await
+    }
+
+    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
+        let (shard, key, value) = (write.shard.clone(), write.key, write.value);
+        let (first, last, expires_at) = (write.first_seq.clone(), write.last_seq.clone(), write.expires_at.0);
+        self.dynamo("UpdateItem partial", move |env| {
+            let id = (key.pane, shard, key.metric);
+            match env.tables.partials.get_mut(&id) {
+                Some(item) if item.seq >= first => Ok(PartialWriteOutcome::Fenced { item_seq: item.seq.clone(), capacity_units: 1.0 }),
+                Some(item) => {
+                    item.value.add(value);
+                    item.seq = last;
+                    item.expires_at = expires_at;
+                    Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
+                }
+                None => {
+                    env.tables.partials.insert(id, PartialItem { value, seq: last, expires_at });
+                    Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
+        let (window, shard, seq, expires_at) = (marker.window, marker.shard.clone(), marker.seq.clone(), marker.expires_at.0);
+        self.dynamo("PutItem marker", move |env| {
+            env.tables.markers.insert((window, shard), MarkerItem { seq, expires_at });
+            Ok(1.0)
+        })
+        .await
+    }
+
+    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
+        let (shard, state, expected) = (shard.clone(), state.clone(), expected.cloned());
+        self.dynamo("PutItem shard state", move |env| {
+            if shard_state_bytes(&state) > MAX_ITEM_BYTES {
+                return Err(StoreError::Rejected("ValidationException: Item size has exceeded the maximum allowed size".into()));
+            }
+            let current = env.tables.shard_states.get(&shard);
+            if current.and_then(|s| s.applied_seq.as_ref()) != expected.as_ref() {
+                return Ok(SaveOutcome::Conflict { current: Box::new(current.cloned().unwrap_or_default()) });
+            }
+            env.tables.shard_states.insert(shard, state);
+            Ok(SaveOutcome::Saved { capacity_units: 1.0 })
+        })
+        .await
+    }
+}
+
+impl CloserStore for SimStore {
+    async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        let shards = shards.to_vec();
+        self.dynamo("BatchGetItem shard states", move |env| {
+            Ok(shards.iter().filter_map(|s| env.tables.shard_states.get(s).map(|state| (s.clone(), state.clone()))).collect())
+        })
+        .await
+    }
+
+    async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+        self.dynamo("GetItem closer state", |env| Ok(env.tables.closer.state.clone())).await
+    }
+
+    async fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.dynamo("UpdateItem lease", move |env| {
+            let free = match &env.tables.closer.lease {
+                None => true,
+                Some((holder, lease_until)) => *lease_until < now || *holder == owner,
+            };
+            if free {
+                env.tables.closer.lease = Some((owner, until));
+            }
+            Ok(free)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.dynamo("UpdateItem release lease", move |env| {
+            if let Some((holder, until)) = &mut env.tables.closer.lease {
+                if *holder == owner {
+                    *until = WallTime(0);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        let shard = shard.clone();
+        self.dynamo("Query partials", move |env| {
+            Ok(env
+                .tables
+                .partials
+                .iter()
+                .filter(|((p, s, _), _)| *p == pane && *s == shard)
+                .map(|((_, _, key), item)| (*key, item.value))
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+        self.dynamo("Query markers", |env| {
+            Ok(env
+                .tables
+                .markers
+                .iter()
+                .map(|((window, shard), item)| StoredMarker { window: *window, shard: shard.clone(), seq: item.seq.clone() })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
+        let marker = marker.clone();
+        self.dynamo("DeleteItem marker", move |env| {
+            let id = (marker.window, marker.shard.clone());
+            if env.tables.markers.get(&id).is_some_and(|item| item.seq == marker.seq) {
+                env.tables.markers.remove(&id);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+        self.dynamo("UpdateItem closing_through", move |env| {
+            let state = &mut env.tables.closer.state;
+            if state.closing_through.is_none_or(|c| c < closing_through) {
+                state.closing_through = Some(closing_through);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+        self.dynamo("UpdateItem closed_through", move |env| {
+            let state = &mut env.tables.closer.state;
+            if state.closed_through.is_none_or(|c| c < closed_through) {
+                state.closed_through = Some(closed_through);
+                state.watermark = Some(watermark);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+        let first_seen = first_seen.clone();
+        self.dynamo("UpdateItem first_seen", move |env| {
+            env.tables.closer.state.first_seen = first_seen;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_dead_letters(&self, letters: &[DeadLetter], _now: WallTime) -> Result<(), StoreError> {
+        let letters = letters.to_vec();
+        self.dynamo("PutItem dead letters", move |env| {
+            env.tables.dead_letters.extend(letters);
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// `ListShards`: every shard of the stream that is still within its retention.
+#[derive(Clone)]
+pub struct SimShards {
+    pub shards: Vec<StreamShard>,
+}
+
+impl ShardSource for SimShards {
+    async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
+        Ok(self.shards.clone())
+    }
+}
+
+/// Search faults of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SearchFaults {
+    /// Chance in 1/1000 that one item of a `_bulk` is answered 429 or 503.
+    pub item_retry_per_mille: u64,
+    /// Documents whose `_id` hashes to 0 modulo this are refused with a mapping error (0: none).
+    pub mapping_error_modulus: u64,
+    /// The endpoint refuses every request in this span of wall time.
+    pub outage: Option<(WallTime, WallTime)>,
+}
+
+/// The search endpoint behind the sink's trait: one `_bulk` per attempt,
+/// retried for what was answered 429 / 5xx until the deadline.
+#[derive(Clone)]
+pub struct SimSink {
+    pub shared: Arc<Shared>,
+    pub actor: u64,
+    pub faults: SearchFaults,
+}
+
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[derive(Debug)]
+enum ItemAnswer {
+    Indexed,
+    Retry,
+    Rejected(u16, String),
+}
+
+impl DocumentSink for SimSink {
+    async fn index(&self, documents: &[Document], deadline: WallTime) -> Result<IndexReport, SinkError> {
+        let mut report = IndexReport::default();
+        let mut waiting: Vec<Document> = documents.to_vec();
+        let mut attempt = 0u64;
+        while !waiting.is_empty() {
+            attempt += 1;
+            let faults = self.faults;
+            let batch = waiting.clone();
+            let answers = self
+                .shared
+                .call(self.actor, Service::Search, "_bulk", move |env| {
+                    if faults.outage.is_some_and(|(from, to)| env.now >= from && env.now < to) {
+                        return Err(StoreError::Unavailable("503 from the search endpoint".into()));
+                    }
+                    let mut answers = Vec::new();
+                    for (i, document) in batch.iter().enumerate() {
+                        let h = id_hash(&document.id);
+                        if faults.mapping_error_modulus > 0 && h % faults.mapping_error_modulus == 0 {
+                            answers.push(ItemAnswer::Rejected(400, "mapper_parsing_exception".into()));
+                            continue;
+                        }
+                        let roll = (env.roll ^ h.rotate_left(i as u32 % 64)) % 1000;
+                        if roll < faults.item_retry_per_mille {
+                            answers.push(ItemAnswer::Retry);
+                            continue;
+                        }
+                        let id = (document.index.clone(), document.id.clone());
+                        let version = document_version(document);
+                        let stored = env.index.documents.get(&id);
+                        if let (Some(stored), Some(new)) = (stored, version) {
+                            if stored.version.is_some_and(|old| old > new) {
+                                // 409 version_conflict_engine_exception: a newer document is there.
+                                answers.push(ItemAnswer::Indexed);
+                                continue;
+                            }
+                        }
+                        env.index.documents.insert(id, IndexedDocument { source: document.source.clone(), version });
+                        answers.push(ItemAnswer::Indexed);
+                    }
+                    Ok(answers)
+                })
+                .await;
+            let answers = match answers {
+                Ok(answers) => answers,
+                Err(e) => {
+                    if self.shared.now().0 + 1000 >= deadline.0 {
+                        return Err(SinkError::Unavailable(e.to_string()));
+                    }
+                    Sleep { shared: self.shared.clone(), until: WallTime(self.shared.now().0 + 200 * attempt as i64) }.await;
+                    continue;
+                }
+            };
+            let mut retry = Vec::new();
+            for (document, answer) in waiting.into_iter().zip(answers) {
+                match answer {
+                    ItemAnswer::Indexed => report.indexed += 1,
+                    ItemAnswer::Retry => retry.push(document),
+                    ItemAnswer::Rejected(status, reason) => report.rejected.push(DeadLetter { document, status, reason }),
+                }
+            }
+            report.retried += retry.len() as u64;
+            waiting = retry;
+            if !waiting.is_empty() {
+                if self.shared.now().0 + 1000 >= deadline.0 {
+                    return Err(SinkError::Unavailable(format!("{} documents still answered 429 at the deadline", waiting.len())));
+                }
+                Sleep { shared: self.shared.clone(), until: WallTime(self.shared.now().0 + 100 * attempt as i64) }.await;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The external version a document is indexed with, if the closer sets one.
+pub fn document_version(_document: &Document) -> Option<u64> {
+    None
+}
