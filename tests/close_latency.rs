@@ -89,7 +89,7 @@ async fn main() {
             .into_iter()
             .map(|(key, source)| {
                 let (index, id) = key.split_once('/').unwrap();
-                taxi_core::documents::Document { index: format!("{index}-again"), id: id.to_owned(), source }
+                taxi_core::documents::Document { index: format!("{index}-again"), id: id.to_owned(), source, version: 1 }
             })
             .collect()
     };

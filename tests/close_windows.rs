@@ -352,6 +352,9 @@ impl CloserStore for Scripted {
         }
         self.inner.advance_closed_through(closed_through, watermark).await
     }
+    async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
+        self.inner.remember_shards(shards).await
+    }
     async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
         self.inner.save_first_seen(first_seen).await
     }

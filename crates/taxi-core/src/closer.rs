@@ -39,6 +39,10 @@ pub struct CloserState {
     pub closing_through: Option<EventTime>,
     pub watermark: Option<EventTime>,
     pub first_seen: BTreeMap<ShardId, WallTime>,
+    /// Every shard the closer has ever seen listed: a parent past the stream's
+    /// retention drops out of `ListShards`, but its partials still feed the
+    /// re-emission of its windows.
+    pub known_shards: BTreeSet<ShardId>,
 }
 
 /// A re-emit marker as stored.
@@ -81,6 +85,8 @@ pub trait CloserStore: Send + Sync {
         closed_through: EventTime,
         watermark: EventTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds shards to `known_shards` (a set union, idempotent).
+    fn remember_shards(&self, shards: &[ShardId]) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn put_dead_letters(&self, letters: &[DeadLetter], now: WallTime) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -179,11 +185,17 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             report.lease_held_elsewhere = true;
             return Ok(());
         }
-        // Every shard Kinesis still lists, open or closed: a window's partials are read from all of them.
+        // Every shard Kinesis still lists, open or closed, and every shard it ever
+        // listed: a window's partials are read from all of them.
         let shards = self.shards.list_shards().await.map_err(|e| e.to_string())?;
-        let shard_ids: Vec<ShardId> = shards.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
         let closer = self.store.load_closer_state().await.map_err(|e| e.to_string())?;
+        let listed: BTreeSet<ShardId> = shards.iter().map(|s| s.id.clone()).collect();
+        let new: Vec<ShardId> = listed.difference(&closer.known_shards).cloned().collect();
+        if !new.is_empty() {
+            self.store.remember_shards(&new).await.map_err(|e| e.to_string())?;
+        }
+        let shard_ids: Vec<ShardId> = listed.union(&closer.known_shards).cloned().collect();
+        let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
         let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
         if global.first_seen != closer.first_seen {
             self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;

@@ -35,6 +35,12 @@ pub struct Document {
     pub index: String,
     pub id: String,
     pub source: Value,
+    /// The external version it is indexed with: the sum of the counts of every
+    /// partial of its window. Partials only grow, so an emission that read
+    /// more of them is strictly newer, and the complete one is the newest; an
+    /// older document landing late (a closer killed with a `_bulk` in flight,
+    /// two closers, a re-emission) cannot overwrite a newer one.
+    pub version: u64,
 }
 
 /// Every document of one window from its merged partials: hot spots per cell
@@ -69,6 +75,7 @@ pub fn window_documents(
             "avg_trip_duration": v.sum_s as f64 / v.count as f64,
         })
     };
+    let version = merged.values().map(|v| v.count).sum();
     let mut documents = Vec::new();
     for (key, value) in merged {
         let document = match *key {
@@ -76,6 +83,7 @@ pub fn window_documents(
                 index: settings.pickup_index.clone(),
                 id: format!("{}-{cell}", id_prefix("pickups")),
                 source: with_times(cell_fields(cell, json!({ "pickup_count": value.count }))),
+                version,
             },
             MetricKey::AirportCell(airport, cell) if value.count >= settings.min_count => {
                 let mut source = cell_fields(cell, durations(airport, value));
@@ -84,6 +92,7 @@ pub fn window_documents(
                     index: settings.duration_index.clone(),
                     id: format!("{}-{}-{cell}", id_prefix("airport"), airport.code()),
                     source: with_times(source),
+                    version,
                 }
             }
             MetricKey::Airport(airport) if value.count > 0 => {
@@ -93,6 +102,7 @@ pub fn window_documents(
                     index: settings.duration_index.clone(),
                     id: format!("{}-{}", id_prefix("airport"), airport.code()),
                     source: with_times(source),
+                    version,
                 }
             }
             _ => continue,
@@ -167,6 +177,7 @@ mod tests {
                 index: "pickup_count".into(),
                 id: "pickups-1420866000-600s-dr5ru7".into(),
                 source: times(json!({"geohash": "dr5ru7", "location": {"lat": centre.lat, "lon": centre.lon}, "pickup_count": 3})),
+                version: 10,
             },
             Document {
                 index: "trip_duration".into(),
@@ -175,6 +186,7 @@ mod tests {
                     "airport_code": "JFK", "geohash": "dr5ru7", "location": {"lat": centre.lat, "lon": centre.lon}, "scope": "pickup_cell",
                     "trip_count": 2, "sum_trip_duration": 3000, "avg_trip_duration": 1500.0
                 })),
+                version: 10,
             },
             Document {
                 index: "trip_duration".into(),
@@ -182,9 +194,13 @@ mod tests {
                 source: times(json!({
                     "airport_code": "JFK", "scope": "airport", "trip_count": 3, "sum_trip_duration": 4000, "avg_trip_duration": 4000.0 / 3.0
                 })),
+                version: 10,
             },
         ];
-        assert_eq!(docs, expected, "cells below the minimum count are left out; the overall average is trip-weighted");
+        assert_eq!(
+            docs, expected,
+            "cells below the minimum count are left out; the overall average is trip-weighted; the version sums every count of the window"
+        );
         assert!((centre.lat - 40.758).abs() < 0.01 && (centre.lon + 73.985).abs() < 0.01);
     }
 

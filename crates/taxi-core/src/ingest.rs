@@ -15,11 +15,11 @@
 //! docs/ARCHITECTURE.md for the argument, and the property tests for the check.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::stream::{self, StreamExt};
 
-use crate::aggregate::{BatchAggregate, Contribution, PartialKey};
+use crate::aggregate::{BatchAggregate, Contribution, MetricKey, PartialKey};
 use crate::event::{decode, validate_trip, Event, InvalidReason, TripFacts};
 use crate::geo::{Areas, GeohashPrecision};
 use crate::metrics::BatchMetrics;
@@ -93,7 +93,7 @@ enum Outcome {
         reemit: Vec<WindowStart>,
     },
     DroppedLate {
-        event_time: EventTime,
+        facts: TripFacts,
     },
     Watermark(EventTime),
     Invalid(InvalidReason),
@@ -137,7 +137,12 @@ impl<S: PartialStore> Aggregator<S> {
             Err(e) => return self.retry(metrics, &first.seq, "loading the shard state", &e),
         };
 
-        let plan = plan_batch(&self.settings, shard, records, &state, &progress, now);
+        let mut plan = plan_batch(&self.settings, shard, records, &state, &progress, now, &BTreeSet::new());
+        match self.rescued(shard, &plan).await {
+            Ok(rescued) if rescued.is_empty() => {}
+            Ok(rescued) => plan = plan_batch(&self.settings, shard, records, &state, &progress, now, &rescued),
+            Err(e) => return self.retry(metrics, &first.seq, "reading the partials of dropped trips", &e),
+        }
         metrics.redelivered = (records.len() - plan.fresh.len()) as u64;
 
         let (durable, write_metrics) = self.write_effects(shard, &plan, now).await;
@@ -157,6 +162,23 @@ impl<S: PartialStore> Aggregator<S> {
         };
         metrics.retry_requested = retry_from.is_some();
         BatchReport { retry_from, metrics }
+    }
+
+    /// The trips judged past lateness that an earlier attempt of this batch
+    /// already wrote to a partial (the item's fence is at or past the record).
+    async fn rescued(&self, shard: &ShardId, plan: &BatchPlan<'_>) -> Result<BTreeSet<usize>, StoreError> {
+        let mut rescued = BTreeSet::new();
+        for (position, fresh) in plan.fresh.iter().enumerate() {
+            let Outcome::DroppedLate { facts } = &fresh.outcome else { continue };
+            let pane = self.settings.window.pane_of(facts.event_time);
+            for metric in MetricKey::of_trip(facts) {
+                if self.store.partial_seq(shard, PartialKey { pane, metric }).await?.is_some_and(|seq| seq >= fresh.record.seq) {
+                    rescued.insert(position);
+                    break;
+                }
+            }
+        }
+        Ok(rescued)
     }
 
     fn retry(&self, mut metrics: BatchMetrics, from: &SeqNum, doing: &str, error: &StoreError) -> BatchReport {
@@ -330,9 +352,9 @@ impl<S: PartialStore> Aggregator<S> {
                     state.watermark.observe_trip(facts.event_time, mode);
                     state.open_panes.insert(window.pane_of(facts.event_time));
                 }
-                Outcome::DroppedLate { event_time } => {
+                Outcome::DroppedLate { facts } => {
                     added.dropped_late += 1;
-                    state.watermark.observe_trip(*event_time, mode);
+                    state.watermark.observe_trip(facts.event_time, mode);
                 }
                 Outcome::Watermark(w) => {
                     added.watermark_events += 1;
@@ -408,7 +430,8 @@ impl BatchPlan<'_> {
 
 /// Decodes, validates, judges the lateness of and pre-aggregates every record
 /// the shard has not applied yet, in order. Records not above everything seen
-/// before (redeliveries) are left out.
+/// before (redeliveries) are left out. `rescued` lists the positions (among
+/// the new records) of trips past lateness that an earlier attempt already wrote.
 pub fn plan_batch<'a>(
     settings: &IngestSettings,
     shard: &ShardId,
@@ -416,6 +439,7 @@ pub fn plan_batch<'a>(
     state: &ShardState,
     progress: &CloserProgress,
     now: WallTime,
+    rescued: &BTreeSet<usize>,
 ) -> BatchPlan<'a> {
     let latest_plausible = now.as_event_time().plus_seconds(settings.future_tolerance_s);
     let mut highest = state.applied_seq.as_ref();
@@ -428,7 +452,7 @@ pub fn plan_batch<'a>(
         }
         highest = Some(&record.seq);
         let position = plan.fresh.len();
-        let outcome = outcome(settings, &record.data, progress, latest_plausible);
+        let outcome = outcome(settings, &record.data, progress, latest_plausible, rescued.contains(&position));
         match &outcome {
             Outcome::Invalid(reason) if logged < LOGGED_SAMPLES_PER_BATCH => {
                 logged += 1;
@@ -448,7 +472,11 @@ pub fn plan_batch<'a>(
     plan
 }
 
-fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime) -> Outcome {
+/// `rescued`: the trip is past the allowed lateness, but an earlier attempt of
+/// this batch already wrote some of its partials (the closer moved on between
+/// the attempts), so it is applied in full and its windows emitted again:
+/// a trip is either in the documents or counted as dropped, never both or neither.
+fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime, rescued: bool) -> Outcome {
     match decode(data) {
         Err(reason) => Outcome::Invalid(reason),
         Ok(Event::Watermark(w)) if w > latest_plausible => Outcome::Invalid(InvalidReason::FutureTimestamp),
@@ -458,7 +486,10 @@ fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_pl
             Ok(facts) => match progress.lateness(&s.window, s.window.pane_of(facts.event_time), s.allowed_lateness_s) {
                 Lateness::OnTime => Outcome::Trip { facts, reemit: Vec::new() },
                 Lateness::Late { reemit } => Outcome::Trip { facts, reemit },
-                Lateness::DroppedLate => Outcome::DroppedLate { event_time: facts.event_time },
+                Lateness::DroppedLate if rescued => {
+                    Outcome::Trip { facts, reemit: progress.emitted_windows(&s.window, s.window.pane_of(facts.event_time)) }
+                }
+                Lateness::DroppedLate => Outcome::DroppedLate { facts },
             },
         },
     }

@@ -85,6 +85,10 @@ pub trait PartialStore: Send + Sync {
 
     fn write_partial(&self, write: &PartialWrite<'_>) -> impl Future<Output = Result<PartialWriteOutcome, StoreError>> + Send;
 
+    /// The sequence fence of one partial item (consistent read): how far the
+    /// shard's records are applied to it.
+    fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> impl Future<Output = Result<Option<SeqNum>, StoreError>> + Send;
+
     /// Idempotent; returns the capacity consumed.
     fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> impl Future<Output = Result<f64, StoreError>> + Send;
 
@@ -166,6 +170,10 @@ impl PartialStore for MemoryStore {
             }
         }
         Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
+    }
+
+    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
+        Ok(self.tables().partials.get(&(key.pane, shard.clone(), key.metric)).map(|item| item.seq.clone()))
     }
 
     async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
@@ -266,6 +274,11 @@ impl<S: PartialStore> PartialStore for FaultyStore<S> {
     async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
         self.begin_operation()?;
         self.inner.write_partial(write).await
+    }
+
+    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
+        self.begin_operation()?;
+        self.inner.partial_seq(shard, key).await
     }
 
     async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {

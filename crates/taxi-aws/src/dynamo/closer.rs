@@ -130,6 +130,10 @@ impl CloserStore for DynamoStore {
             closing_through: number_attribute(&item, "closing_through")?.map(EventTime),
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
             first_seen,
+            known_shards: match item.get("known_shards") {
+                Some(AttributeValue::Ss(ids)) => ids.iter().map(|id| ShardId(id.clone())).collect(),
+                _ => Default::default(),
+            },
         })
     }
 
@@ -242,6 +246,16 @@ impl CloserStore for DynamoStore {
             Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
             other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closed_through)", e)),
         }
+    }
+
+    async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
+        self.closer_update()
+            .update_expression("ADD known_shards :ids")
+            .expression_attribute_values(":ids", AttributeValue::Ss(shards.iter().map(ToString::to_string).collect()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("UpdateItem (known_shards)", e))
     }
 
     async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {

@@ -45,6 +45,11 @@ impl PartialStore for DynamoStore {
         })
     }
 
+    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
+        let item = self.get(partial_pk(key.pane, shard), key.metric.sort_key()).await?;
+        Ok(item.map(|item| seq_attribute(&item, "seq")).transpose()?.flatten())
+    }
+
     async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
         let PartialKey { pane, metric } = write.key;
         let result = self

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use taxi_core::aggregate::{MetricKey, PartialValue};
+use taxi_core::aggregate::{MetricKey, PartialKey, PartialValue};
 use taxi_core::closer::{
     CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
 };
@@ -33,6 +33,9 @@ use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
 
 use super::world::{IndexedDocument, MarkerItem, PartialItem, Service, Shared, Sleep};
+
+/// The search client's request timeout.
+const REQUEST_TIMEOUT_MS: i64 = 10_000;
 
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -56,7 +59,7 @@ impl SimStore {
         label: &'static str,
         f: impl FnOnce(&mut super::world::Env<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> super::world::Reply<'_, T> {
-        self.shared.call(self.actor, Service::Dynamo, label, f)
+        self.shared.call(self.actor, Service::Dynamo, label, 0, f)
     }
 }
 
@@ -94,6 +97,12 @@ impl PartialStore for SimStore {
             }
         })
         .await
+    }
+
+    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
+        let shard = shard.clone();
+        self.dynamo("GetItem partial", move |env| Ok(env.tables.partials.get(&(key.pane, shard, key.metric)).map(|item| item.seq.clone())))
+            .await
     }
 
     async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
@@ -224,6 +233,15 @@ impl CloserStore for SimStore {
         .await
     }
 
+    async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
+        let shards = shards.to_vec();
+        self.dynamo("UpdateItem known_shards", move |env| {
+            env.tables.closer.state.known_shards.extend(shards);
+            Ok(())
+        })
+        .await
+    }
+
     async fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
         let first_seen = first_seen.clone();
         self.dynamo("UpdateItem first_seen", move |env| {
@@ -243,15 +261,15 @@ impl CloserStore for SimStore {
     }
 }
 
-/// `ListShards`: every shard of the stream that is still within its retention.
+/// `ListShards`: every shard of the stream, as it is at the call.
 #[derive(Clone)]
 pub struct SimShards {
-    pub shards: Vec<StreamShard>,
+    pub shared: Arc<Shared>,
 }
 
 impl ShardSource for SimShards {
     async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
-        Ok(self.shards.clone())
+        Ok(self.shared.stream_shards.lock().unwrap().clone())
     }
 }
 
@@ -264,6 +282,8 @@ pub struct SearchFaults {
     pub mapping_error_modulus: u64,
     /// The endpoint refuses every request in this span of wall time.
     pub outage: Option<(WallTime, WallTime)>,
+    /// Chance in 1/1000 that a `_bulk` is held up for 30 to 120 s before it lands.
+    pub slow_bulk_per_mille: u64,
 }
 
 /// The search endpoint behind the sink's trait: one `_bulk` per attempt,
@@ -295,40 +315,49 @@ impl DocumentSink for SimSink {
             attempt += 1;
             let faults = self.faults;
             let batch = waiting.clone();
-            let answers = self
-                .shared
-                .call(self.actor, Service::Search, "_bulk", move |env| {
-                    if faults.outage.is_some_and(|(from, to)| env.now >= from && env.now < to) {
-                        return Err(StoreError::Unavailable("503 from the search endpoint".into()));
+            // A `_bulk` held up in a queue: the client gives up, the server applies it later.
+            let delay_ms = if self.shared.chance_roll() % 1000 < faults.slow_bulk_per_mille {
+                30_000 + (self.shared.chance_roll() % 90_000) as i64
+            } else {
+                0
+            };
+            let answers = self.shared.call(self.actor, Service::Search, "_bulk", delay_ms, move |env| {
+                if faults.outage.is_some_and(|(from, to)| env.now >= from && env.now < to) {
+                    return Err(StoreError::Unavailable("503 from the search endpoint".into()));
+                }
+                let mut answers = Vec::new();
+                for (i, document) in batch.iter().enumerate() {
+                    let h = id_hash(&document.id);
+                    if faults.mapping_error_modulus > 0 && h % faults.mapping_error_modulus == 0 {
+                        answers.push(ItemAnswer::Rejected(400, "mapper_parsing_exception".into()));
+                        continue;
                     }
-                    let mut answers = Vec::new();
-                    for (i, document) in batch.iter().enumerate() {
-                        let h = id_hash(&document.id);
-                        if faults.mapping_error_modulus > 0 && h % faults.mapping_error_modulus == 0 {
-                            answers.push(ItemAnswer::Rejected(400, "mapper_parsing_exception".into()));
+                    let roll = (env.roll ^ h.rotate_left(i as u32 % 64)) % 1000;
+                    if roll < faults.item_retry_per_mille {
+                        answers.push(ItemAnswer::Retry);
+                        continue;
+                    }
+                    let id = (document.index.clone(), document.id.clone());
+                    let version = document_version(document);
+                    let stored = env.index.documents.get(&id);
+                    if let (Some(stored), Some(new)) = (stored, version) {
+                        if stored.version.is_some_and(|old| old > new) {
+                            // 409 version_conflict_engine_exception: a newer document is there.
+                            answers.push(ItemAnswer::Indexed);
                             continue;
                         }
-                        let roll = (env.roll ^ h.rotate_left(i as u32 % 64)) % 1000;
-                        if roll < faults.item_retry_per_mille {
-                            answers.push(ItemAnswer::Retry);
-                            continue;
-                        }
-                        let id = (document.index.clone(), document.id.clone());
-                        let version = document_version(document);
-                        let stored = env.index.documents.get(&id);
-                        if let (Some(stored), Some(new)) = (stored, version) {
-                            if stored.version.is_some_and(|old| old > new) {
-                                // 409 version_conflict_engine_exception: a newer document is there.
-                                answers.push(ItemAnswer::Indexed);
-                                continue;
-                            }
-                        }
-                        env.index.documents.insert(id, IndexedDocument { source: document.source.clone(), version });
-                        answers.push(ItemAnswer::Indexed);
                     }
-                    Ok(answers)
-                })
-                .await;
+                    env.index.documents.insert(id, IndexedDocument { source: document.source.clone(), version });
+                    answers.push(ItemAnswer::Indexed);
+                }
+                Ok(answers)
+            });
+            // The client's request timeout (taxi_aws::search): it stops waiting, the request may still land.
+            let timeout = Sleep { shared: self.shared.clone(), until: WallTime(self.shared.now().0 + REQUEST_TIMEOUT_MS) };
+            let answers = match futures::future::select(answers, timeout).await {
+                futures::future::Either::Left((answers, _)) => answers,
+                futures::future::Either::Right(((), _)) => Err(StoreError::Unavailable("the _bulk request timed out".into())),
+            };
             let answers = match answers {
                 Ok(answers) => answers,
                 Err(e) => {
@@ -361,6 +390,6 @@ impl DocumentSink for SimSink {
 }
 
 /// The external version a document is indexed with, if the closer sets one.
-pub fn document_version(_document: &Document) -> Option<u64> {
-    None
+pub fn document_version(document: &Document) -> Option<u64> {
+    Some(document.version)
 }

@@ -94,6 +94,8 @@ pub enum Service {
 }
 
 struct Pending {
+    /// A request held up in the network or a server queue lands only after this.
+    not_before: WallTime,
     label: &'static str,
     service: Service,
     apply: Apply,
@@ -106,17 +108,21 @@ pub struct Shared {
     clock_ms: AtomicI64,
     pub tables: Mutex<Tables>,
     pub index: Mutex<Index>,
+    /// What `ListShards` answers now.
+    pub stream_shards: Mutex<Vec<taxi_core::shard::StreamShard>>,
     pending: Mutex<Vec<Pending>>,
     /// Requests submitted per actor, for killing an actor after its n-th.
     submitted: Mutex<BTreeMap<u64, usize>>,
     /// Wakers of the futures waiting on a request or the clock: woken before
     /// every poll, so combinators inside the actors (`buffer_unordered`) poll them again.
     waiting: Mutex<Vec<Waker>>,
+    /// The services' own randomness (which `_bulk` is held up), from the run's seed.
+    rng: Mutex<Option<fastrand::Rng>>,
 }
 
 impl Shared {
-    pub fn new(start: WallTime) -> Arc<Shared> {
-        let shared = Shared::default();
+    pub fn new(start: WallTime, seed: u64) -> Arc<Shared> {
+        let shared = Shared { rng: Mutex::new(Some(fastrand::Rng::with_seed(seed ^ 0x5e4c))), ..Shared::default() };
         shared.clock_ms.store(start.0, Ordering::SeqCst);
         Arc::new(shared)
     }
@@ -133,8 +139,17 @@ impl Shared {
         self.clock_ms.fetch_max(at.0, Ordering::SeqCst);
     }
 
+    pub fn chance_roll(&self) -> u64 {
+        self.rng.lock().unwrap().as_mut().expect("seeded").u64(..)
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.lock().unwrap().len()
+    }
+
+    /// When the next held-up request may land.
+    pub fn next_landing(&self) -> Option<WallTime> {
+        self.pending.lock().unwrap().iter().map(|p| p.not_before).min()
     }
 
     fn wait(&self, waker: &Waker) {
@@ -158,6 +173,7 @@ impl Shared {
         actor: u64,
         service: Service,
         label: &'static str,
+        delay_ms: i64,
         f: impl FnOnce(&mut Env<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<'_, T> {
         let reply: Slot = Arc::default();
@@ -168,20 +184,22 @@ impl Shared {
             };
             Box::new(result)
         });
-        self.pending.lock().unwrap().push(Pending { label, service, apply, reply: reply.clone() });
+        let not_before = WallTime(self.now().0 + delay_ms);
+        self.pending.lock().unwrap().push(Pending { not_before, label, service, apply, reply: reply.clone() });
         *self.submitted.lock().unwrap().entry(actor).or_default() += 1;
         Reply { slot: reply, shared: self, _t: std::marker::PhantomData }
     }
 
-    /// Lands the `pick`-th request in flight (modulo their number); returns its label and service.
+    /// Lands the `pick`-th request in flight that may land now (modulo their number); returns its label and service.
     pub fn land(&self, pick: usize, landing: impl FnOnce(Service) -> Landing, roll: u64) -> Option<(&'static str, Service)> {
+        let now = self.now();
         let request = {
             let mut pending = self.pending.lock().unwrap();
-            if pending.is_empty() {
+            let ready: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].not_before <= now).collect();
+            if ready.is_empty() {
                 return None;
             }
-            let at = pick % pending.len();
-            pending.swap_remove(at)
+            pending.swap_remove(ready[pick % ready.len()])
         };
         let landing = landing(request.service);
         let mut tables = self.tables.lock().unwrap();
