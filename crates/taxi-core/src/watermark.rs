@@ -13,17 +13,22 @@ pub enum WatermarkMode {
     Bounded { max_out_of_orderness_s: i64 },
 }
 
+/// How many bogus (plausible but wrong) event times a shard may carry in its
+/// lifetime without its bounded watermark moving.
+pub const TOLERATED_OUTLIERS: usize = 3;
+
 /// A shard's watermark and what it is derived from.
 ///
-/// In bounded mode the watermark follows the *second* highest event time seen,
-/// so a single record with a bogus timestamp cannot drag it forward by itself
-/// (invariant 6); records far beyond the wall clock are rejected before they
-/// get here.
+/// In bounded mode the watermark follows the event time below the
+/// [`TOLERATED_OUTLIERS`] highest *distinct* ones seen, so a few records with
+/// bogus timestamps, or one of them sent twice by a producer's retry, cannot
+/// drag it forward (invariant 6); records far beyond the wall clock are
+/// rejected before they get here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardWatermark {
     pub watermark: Option<EventTime>,
-    /// The two highest trip event times seen, highest first (bounded mode).
-    pub top_event_times: [Option<EventTime>; 2],
+    /// The highest distinct trip event times seen, highest first (bounded mode).
+    pub top_event_times: [Option<EventTime>; TOLERATED_OUTLIERS + 1],
 }
 
 impl ShardWatermark {
@@ -31,12 +36,15 @@ impl ShardWatermark {
         let WatermarkMode::Bounded { max_out_of_orderness_s } = mode else {
             return;
         };
-        let [first, second] = self.top_event_times;
-        self.top_event_times = match first {
-            Some(f) if t <= f => [first, second.max(Some(t))],
-            _ => [Some(t), first],
-        };
-        if let Some(supported) = self.top_event_times[1] {
+        let top = &mut self.top_event_times;
+        if !top.contains(&Some(t)) {
+            // Highest first, `None` (not seen) last: insert and let the lowest fall off.
+            if let Some(at) = top.iter().position(|held| held.is_none_or(|h| t > h)) {
+                top[at..].rotate_right(1);
+                top[at] = Some(t);
+            }
+        }
+        if let Some(supported) = self.top_event_times[TOLERATED_OUTLIERS] {
             self.advance_to(supported.plus_seconds(-max_out_of_orderness_s));
         }
     }
@@ -127,33 +135,46 @@ mod tests {
     }
 
     #[test]
-    fn bounded_mode_needs_two_records_to_advance() {
+    fn bounded_mode_follows_the_time_below_the_tolerated_outliers() {
         let mut w = ShardWatermark::default();
-        w.observe_trip(EventTime(1000), BOUNDED);
-        assert_eq!(w.watermark, None);
+        for t in [1000, 1000, 1010, 1020] {
+            w.observe_trip(EventTime(t), BOUNDED);
+        }
+        assert_eq!(w.watermark, None, "three distinct times are not enough");
         w.observe_trip(EventTime(1100), BOUNDED);
         assert_eq!(w.watermark, Some(EventTime(940)));
-        // One bogus far-future record moves nothing.
-        w.observe_trip(EventTime(9_000_000), BOUNDED);
+        // Three bogus records, one of them twice, move nothing.
+        for t in [9_000_000, 8_000_000, 9_000_000, 7_000_000] {
+            w.observe_trip(EventTime(t), BOUNDED);
+        }
         assert_eq!(w.watermark, Some(EventTime(1040)));
+        w.observe_trip(EventTime(1200), BOUNDED);
+        assert_eq!(w.watermark, Some(EventTime(1140)), "real times still move it");
         w.observe_watermark_event(EventTime(5000), BOUNDED);
-        assert_eq!(w.watermark, Some(EventTime(1040)), "watermark events are ignored in bounded mode");
+        assert_eq!(w.watermark, Some(EventTime(1140)), "watermark events are ignored in bounded mode");
     }
 
     proptest! {
+        /// Up to the tolerated number of distinct outliers, each possibly sent
+        /// twice, anywhere in the stream, never take the watermark past the
+        /// clean records' highest time minus the bound.
         #[test]
-        fn one_outlier_never_moves_a_bounded_watermark(
+        fn tolerated_outliers_never_move_a_bounded_watermark(
             times in proptest::collection::vec(0i64..100_000, 0..50),
-            outlier in 1_000_000i64..2_000_000,
-            at in 0usize..50,
+            outliers in proptest::collection::vec((1_000_000i64..1_000_100, 0usize..50, any::<bool>()), 0..=TOLERATED_OUTLIERS),
         ) {
-            let run = |with_outlier: bool| {
+            let run = |with_outliers: bool| {
                 let mut w = ShardWatermark::default();
-                for (i, t) in times.iter().enumerate() {
-                    if with_outlier && i == at.min(times.len()) { w.observe_trip(EventTime(outlier), BOUNDED); }
-                    w.observe_trip(EventTime(*t), BOUNDED);
+                for i in 0..=times.len() {
+                    for (outlier, _, twice) in outliers.iter().filter(|o| with_outliers && o.1.min(times.len()) == i) {
+                        for _ in 0..=usize::from(*twice) {
+                            w.observe_trip(EventTime(*outlier), BOUNDED);
+                        }
+                    }
+                    if let Some(t) = times.get(i) {
+                        w.observe_trip(EventTime(*t), BOUNDED);
+                    }
                 }
-                if with_outlier && at >= times.len() { w.observe_trip(EventTime(outlier), BOUNDED); }
                 w.watermark
             };
             let max_clean = times.iter().max().map(|t| EventTime(t - 60));

@@ -3,7 +3,7 @@
 //! | item            | pk                           | sk                | attributes |
 //! |-----------------|------------------------------|-------------------|------------|
 //! | partial         | `P#<pane_start>#<shard_id>`  | `<metric>#<key>`  | count, sum_s, seq, expires_at |
-//! | shard state     | `S#<shard_id>`               | `STATE`           | applied_seq, watermark, top_event_time_1/2, updated_at, open_panes, counters |
+//! | shard state     | `S#<shard_id>`               | `STATE`           | applied_seq, watermark, top_event_time_1..4, updated_at, open_panes, counters |
 //! | closer state    | `C`                          | `STATE`           | closed_through, watermark, lease, first_seen |
 //! | re-emit marker  | `R`                          | `<window_start>#<shard_id>` | window_start, shard_id, seq, expires_at |
 //! | dead letter     | `DLQ#<index>`                | `<document _id>`  | document, error, failed_at |
@@ -30,7 +30,7 @@ use taxi_core::seq::SeqNum;
 use taxi_core::shard::{Counters, ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
-use taxi_core::watermark::ShardWatermark;
+use taxi_core::watermark::{ShardWatermark, TOLERATED_OUTLIERS};
 use taxi_core::window::{PaneStart, WindowStart};
 
 pub const PK: &str = "pk";
@@ -181,8 +181,6 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
         ("applied_seq", state.applied_seq.as_ref().map(|s| AttributeValue::S(s.to_padded()))),
         ("watermark", state.watermark.watermark.map(|w| number(w.0))),
         ("watermark_iso", state.watermark.watermark.map(|w| AttributeValue::S(w.to_rfc3339()))),
-        ("top_event_time_1", state.watermark.top_event_times[0].map(|t| number(t.0))),
-        ("top_event_time_2", state.watermark.top_event_times[1].map(|t| number(t.0))),
         ("updated_at", state.updated_at.map(|t| number(t.0))),
     ];
     for (name, value) in optional {
@@ -190,11 +188,21 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
             item.insert(name.to_owned(), value);
         }
     }
+    for (i, t) in state.watermark.top_event_times.iter().enumerate() {
+        if let Some(t) = t {
+            item.insert(top_event_time_attribute(i), number(t.0));
+        }
+    }
     // A DynamoDB set cannot be empty: no attribute means no open pane.
     if !state.open_panes.is_empty() {
         item.insert("open_panes".to_owned(), AttributeValue::Ns(state.open_panes.iter().map(|p| p.0.to_string()).collect()));
     }
     item
+}
+
+/// `top_event_time_1` (the highest) to `top_event_time_4`.
+fn top_event_time_attribute(i: usize) -> String {
+    format!("top_event_time_{}", i + 1)
 }
 
 fn pane_set_attribute(item: &Item, name: &str) -> Result<BTreeSet<PaneStart>, StoreError> {
@@ -224,7 +232,13 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         applied_seq: seq_attribute(item, "applied_seq")?,
         watermark: ShardWatermark {
             watermark: time("watermark")?,
-            top_event_times: [time("top_event_time_1")?, time("top_event_time_2")?],
+            top_event_times: {
+                let mut top = [None; TOLERATED_OUTLIERS + 1];
+                for (i, t) in top.iter_mut().enumerate() {
+                    *t = time(&top_event_time_attribute(i))?;
+                }
+                top
+            },
         },
         updated_at: number_attribute(item, "updated_at")?.map(WallTime),
         counters,
@@ -260,7 +274,10 @@ mod tests {
     fn shard_state_round_trips_through_an_item() {
         let mut state = ShardState {
             applied_seq: Some(SeqNum::parse("49545115243490985018280067714973144582180062593244200961").unwrap()),
-            watermark: ShardWatermark { watermark: Some(EventTime(1_420_867_800)), top_event_times: [Some(EventTime(5)), None] },
+            watermark: ShardWatermark {
+                watermark: Some(EventTime(1_420_867_800)),
+                top_event_times: [Some(EventTime(9)), Some(EventTime(5)), None, None],
+            },
             updated_at: Some(WallTime(1_700_000_000_123)),
             ..ShardState::default()
         };
