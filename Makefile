@@ -2,9 +2,10 @@
 #   make demo   the main job: `taxi-pipeline local`, the whole pipeline on the bundled real sample, with pictures in out/
 #   make test   every test: format, lints, unit, property and integration tests against the stand-ins
 #   make bench  the benchmarks of docs/BENCHMARKS.md
+#   make soak   the whole-pipeline simulation over thousands of seeds (SEEDS=N, FIRST_SEED=S; SEED=S replays one)
 #   make sam-build  both Lambda bootstraps (x86_64) with `sam build`, as CI checks it
 
-.PHONY: demo test bench standins deploy-tools template-lint sam-build
+.PHONY: demo test bench soak standins deploy-tools template-lint sam-build
 
 # Local stand-ins: DynamoDB Local and kinesalite pinned by package.json / package-lock.json
 # (they run on the machine's Java and Node.js), osmem-server pinned by requirements-standins.txt.
@@ -57,3 +58,14 @@ bench: standins
 	target/debug/taxi-standins cargo bench -p taxi-integration-tests --bench dynamodb_writes --bench close_latency
 	cargo bench -p taxi-pipeline --bench replay
 	cargo bench -p taxi-pipeline --bench batch
+
+# The deterministic simulation (crates/taxi-core/tests/sim) over many seeds, with figures;
+# `make test` runs a few hundred. SEED=S replays one seed alone with its trace.
+SEEDS ?= 5000
+FIRST_SEED ?= 1000000
+soak:
+ifdef SEED
+	SEED=$(SEED) cargo test --release -p taxi-core --test simulation replay_seed -- --nocapture
+else
+	SEEDS=$(SEEDS) FIRST_SEED=$(FIRST_SEED) cargo test --release -p taxi-core --test simulation soak -- --ignored --nocapture
+endif
