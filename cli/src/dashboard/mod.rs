@@ -120,3 +120,54 @@ pub async fn bind_given_or_default(listen: Option<SocketAddr>, dashboard: Dashbo
         Err(_) => DashboardServer::bind(SocketAddr::new(default.ip(), 0), dashboard).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    #[test]
+    fn the_dashboard_and_local_command_lines() {
+        let cli =
+            Cli::try_parse_from(["taxi-pipeline", "dashboard", "--es-endpoint", "https://search.example", "--table", "taxi"]).unwrap();
+        let Command::Dashboard(args) = cli.command else { panic!("dashboard") };
+        assert_eq!((args.listen, args.table.as_deref()), (DEFAULT_LISTEN.parse().unwrap(), Some("taxi")));
+        assert!(Cli::try_parse_from(["taxi-pipeline", "dashboard", "--listen", "8080"]).is_err(), "an address and a port");
+
+        let local = |extra: &[&str]| Cli::try_parse_from(["taxi-pipeline", "local"].iter().chain(extra));
+        let Command::Local(args) = local(&["--listen", "0.0.0.0:9000", "--keep-serving"]).unwrap().command else { panic!("local") };
+        assert_eq!((args.listen, args.keep_serving, args.no_dashboard), (Some("0.0.0.0:9000".parse().unwrap()), true, false));
+        let Command::Local(args) = local(&[]).unwrap().command else { panic!("local") };
+        assert_eq!((args.listen, args.keep_serving), (None, false), "the default address, or any free port");
+        assert!(local(&["--no-dashboard", "--keep-serving"]).is_err(), "nothing to keep serving");
+    }
+
+    #[tokio::test]
+    async fn a_taken_default_port_falls_back_on_a_free_one_but_a_given_one_is_an_error() {
+        let dashboard = || {
+            let search = SearchConfig {
+                endpoint: "http://127.0.0.1:9".into(),
+                auth: taxi_aws::search::SearchAuth::None,
+                documents: Default::default(),
+                limits: Default::default(),
+                gzip: false,
+                tls_skip_verify: false,
+                request_timeout: std::time::Duration::from_secs(1),
+            };
+            Dashboard::new(search, Areas::default(), None).unwrap()
+        };
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = DashboardServer::bind(address, dashboard()).await.err().expect("the port is taken");
+        assert!(format!("{error:#}").contains(&address.to_string()) && format!("{error:#}").contains("--listen"), "{error:#}");
+        // Held here, unless something else holds it already: taken either way.
+        let held = TcpListener::bind(DEFAULT_LISTEN).await.ok();
+        let server = bind_given_or_default(None, dashboard()).await.unwrap();
+        assert!(server.url().starts_with("http://127.0.0.1:"), "{}", server.url());
+        if held.is_some() {
+            assert_ne!(server.url(), format!("http://{DEFAULT_LISTEN}/"), "a free port instead");
+        }
+    }
+}
