@@ -12,8 +12,6 @@ pub struct Asset {
     pub body: &'static str,
 }
 
-pub const BOROUGHS_GEOJSON: &str = include_str!("../../../data/nyc-boroughs.geojson");
-
 /// Every file the page loads, by the path it is served at.
 pub static ASSETS: [Asset; 6] = [
     Asset { path: "/", content_type: "text/html; charset=utf-8", body: include_str!("assets/index.html") },
@@ -21,5 +19,5 @@ pub static ASSETS: [Asset; 6] = [
     Asset { path: "/style.css", content_type: "text/css; charset=utf-8", body: include_str!("assets/style.css") },
     Asset { path: "/leaflet/leaflet.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/leaflet/leaflet.js") },
     Asset { path: "/leaflet/leaflet.css", content_type: "text/css; charset=utf-8", body: include_str!("assets/leaflet/leaflet.css") },
-    Asset { path: "/boroughs.geojson", content_type: "application/geo+json", body: BOROUGHS_GEOJSON },
+    Asset { path: "/boroughs.geojson", content_type: "application/geo+json", body: crate::report::boroughs::GEOJSON },
 ];

@@ -25,6 +25,7 @@
 //! Modules: [`query`] reads the documents (HTTP, paged and bounded),
 //! [`model`] shapes them (pure), [`render`] draws them.
 
+pub mod boroughs;
 pub mod model;
 pub mod query;
 pub mod render;
