@@ -98,7 +98,7 @@
     const ticks = $("legend-ticks");
     ticks.replaceChildren();
     // Labels closer than this to a neighbour are left out, the largest count always kept.
-    const minGap = 34 / Math.max(ticks.clientWidth, 1);
+    const minGap = 26 / Math.max(ticks.clientWidth, 1);
     const kept = [];
     const largest = scale.ticks[scale.ticks.length - 1];
     for (const tick of scale.ticks) {
@@ -211,8 +211,8 @@
     const width = chart.clientWidth || 500;
     const height = chart.clientHeight || 260;
     // The legend takes a line per airport when the two do not fit side by side.
-    const legendRows = width < 480 ? data.series.length : 1;
-    const margin = { left: 42, right: 14, top: 26 + 16 * legendRows, bottom: 28 };
+    const legendRows = width < 600 ? data.series.length : 1;
+    const margin = { left: 42, right: 16, top: 26 + 16 * legendRows, bottom: 36 };
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "average trip duration to JFK and LGA per window" }, chart);
     const ends = data.window_ends_ms;
     const shown = state.windows.find((w) => w.start_ms === state.chosen);
@@ -240,9 +240,9 @@
     const xTicks = Math.max(2, Math.floor((width - margin.left - margin.right) / 80));
     const tickStep = Math.max(600000, Math.ceil((last - first) / xTicks / 600000) * 600000);
     for (let t = Math.ceil(first / tickStep) * tickStep; t <= last; t += tickStep) {
-      svg("text", { x: x(t), y: height - margin.bottom + 16, "text-anchor": "middle", class: "chart-axis" }, root).textContent = clockFormat.format(t);
+      svg("text", { x: x(t), y: height - margin.bottom + 15, "text-anchor": "middle", class: "chart-axis" }, root).textContent = clockFormat.format(t);
     }
-    svg("text", { x: width - margin.right, y: height - 2, "text-anchor": "end", class: "chart-axis" }, root).textContent =
+    svg("text", { x: (margin.left + width - margin.right) / 2, y: height - 3, "text-anchor": "middle", class: "chart-axis" }, root).textContent =
       "window end, New York time";
 
     if (shown) {
@@ -291,7 +291,7 @@
       const legend = svg("text", { x: legendX, y: legendY, class: `chart-legend ${klass}`, stroke: "none" }, root);
       legend.textContent = `● ${series.airport}: ${number(series.trips)} trips, ${series.average_minutes.toFixed(1)} min on average`;
       if (legendRows > 1) legendY += 16;
-      else legendX += 250;
+      else legendX += 260;
     }
     $("chart-note").textContent =
       `Trip-weighted average per window over ${ends.length} windows${data.older_left_out ? " (the latest only)" : ""}; ` +
