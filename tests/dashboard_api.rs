@@ -307,3 +307,59 @@ async fn the_page_and_its_files_are_served_from_the_binary() {
     assert!(total < 400_000, "the whole page is small: {total} bytes");
     eprintln!("page: {total} bytes");
 }
+
+/// A gate in front of the search stand-in that wants HTTP basic auth, as a
+/// secured Elasticsearch does: 401 without the right credentials, else the
+/// request is passed on.
+async fn basic_auth_gate(upstream: &'static str, username: &str, password: &str) -> String {
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use base64::Engine;
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")));
+    let handle = move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let expected = expected.clone();
+        async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                return (StatusCode::UNAUTHORIZED, r#"{"error":"missing authentication credentials"}"#.as_bytes().to_vec());
+            }
+            let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let answer = reqwest::Client::new()
+                .request(method, format!("{upstream}{uri}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (StatusCode::from_u16(answer.status().as_u16()).unwrap(), answer.bytes().await.unwrap().to_vec())
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(handle)).await });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_stays_in_the_cli_and_never_reaches_the_browser() {
+    let password = "s3cret-Pa55-for-the-gate";
+    let gate = basic_auth_gate(opensearch_endpoint(), "reader", password).await;
+    let documents =
+        DocumentSettings { min_count: 2, pickup_index: unique_name("auth-pickups"), duration_index: unique_name("auth-durations") };
+    let with = |password: &str| SearchConfig {
+        auth: SearchAuth::Basic { username: "reader".into(), password: password.into() },
+        ..search_config(&gate, &documents)
+    };
+    let base = serve(Dashboard::new(with(password), Areas::default(), None).unwrap()).await;
+    let http = reqwest::Client::new();
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("reader:{password}"));
+    for path in ["/api/windows", "/api/airports", "/api/status", "/api/areas", "/", "/app.js"] {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path} through the gate");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(password) && !body.contains(&encoded), "{path} shows no credential");
+    }
+    let wrong = serve(Dashboard::new(with("not-it"), Areas::default(), None).unwrap()).await;
+    let (status, body) = get(&wrong, "/api/windows").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("401"), "the endpoint's refusal is the reason: {body}");
+    assert!(!body.to_string().contains("not-it"), "{body}");
+}
