@@ -6,6 +6,7 @@
 //! test can require that there were none.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,9 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Debian's /usr/bin/chromium* are shell scripts that run the browser as their child: a
+            // group of its own lets Drop stop the browser and its helpers, not only the script.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", binary.display()))?;
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" on stderr gives the port.
@@ -83,10 +87,10 @@ impl Browser {
                 }
             }
         });
-        let host = receiver.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-            let _ = process.kill();
-            format!("{} did not open its DevTools port within 30 s", binary.display())
-        })?;
+        let Ok(host) = receiver.recv_timeout(Duration::from_secs(30)) else {
+            drop(Browser { process, profile, http: String::new() });
+            return Err(format!("{} did not open its DevTools port within 30 s", binary.display()));
+        };
         Ok(Browser { process, profile, http: format!("http://{host}") })
     }
 
@@ -111,6 +115,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group this browser was started in (its id is the script's).
+        let kill_group = format!("kill -KILL -{}", self.process.id());
+        let _ = Command::new("sh").args(["-c", &kill_group]).stderr(Stdio::null()).status();
         let _ = self.process.kill();
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
