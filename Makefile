@@ -42,9 +42,10 @@ sam-build: deploy-tools
 	$(SAM) build --parameter-overrides Architecture=x86_64 --build-dir target/sam-build
 	test -x target/sam-build/AggregateFunction/bootstrap && test -x target/sam-build/CloseWindowsFunction/bootstrap
 
-# INPUT=path/to/tlc.csv[.gz] runs another TLC file instead of the bundled sample.
+# INPUT=path/to/tlc.csv[.gz] runs another TLC file instead of the bundled sample. The live dashboard's URL
+# is printed at the start; LIVE=60 replays at 60x and keeps the dashboard up afterwards, until Ctrl-C.
 demo: standins
-	cargo run --release -p taxi-pipeline -- local $(if $(INPUT),--input $(INPUT))
+	cargo run --release -p taxi-pipeline -- local $(if $(INPUT),--input $(INPUT)) $(if $(LIVE),--speedup $(LIVE) --keep-serving)
 
 test: standins deploy-tools template-lint
 	cargo fmt --all --check

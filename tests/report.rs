@@ -89,6 +89,10 @@ async fn pictures_of_the_real_sample_show_the_busiest_window_and_both_airports()
     assert!(pixels.contains(&DARKEST_CELL), "the busiest cell gets the darkest colour");
     let white = share(&pixels, |p| *p == [255, 255, 255]);
     assert!(white < 0.8, "not a blank page: {white:.3} white");
+    // Water around the borough outlines of data/nyc-boroughs.geojson, the boroughs' land under the cells.
+    let water = share(&pixels, |p| *p == [0xc6, 0xdb, 0xef]);
+    let land = share(&pixels, |p| *p == [0xf4, 0xf1, 0xea]);
+    assert!(water > 0.05 && land > 0.1, "water {water:.3} and land {land:.3} on the map");
 
     let (size, pixels) = decode(&chart.path);
     assert_eq!(size, (1100, 600));

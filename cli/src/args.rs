@@ -24,6 +24,8 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Aggregate historic files with the same core, without AWS: NDJSON for `_bulk`, or straight into an endpoint.
     Batch(crate::batch::BatchArgs),
+    /// Serve the live dashboard (map of hot spots, airport chart, status) from an Elasticsearch / OpenSearch endpoint.
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

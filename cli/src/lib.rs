@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod batch;
+pub mod dashboard;
 pub mod input;
 pub mod local;
 pub mod progress;
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => local::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Batch(args) => batch::run(args).await,
+        Command::Dashboard(args) => dashboard::run(args).await,
     }
 }
 

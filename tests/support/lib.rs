@@ -3,6 +3,7 @@
 //! - [`standins`]: DynamoDB Local, kinesalite and osmem-server (or the
 //!   endpoints given in the environment) and clients for them.
 //! - [`tables`]: reading back what the pipeline wrote to DynamoDB.
+//! - [`browser`]: a real headless Chromium over the DevTools protocol.
 //! - [`fault_proxy`]: a proxy that refuses bulk items with 429 for a while.
 //! - [`pipeline`]: a whole deployment on the stand-ins, for the closer's tests.
 //! - [`kinesis`]: the real sample turned into Lambda-shaped Kinesis batches.
@@ -11,6 +12,7 @@
 //! - [`oracle`]: the expected aggregates, computed straight from the CSV with
 //!   none of the pipeline's code.
 
+pub mod browser;
 pub mod fault_proxy;
 pub mod kinesis;
 pub mod kinesis_read;

@@ -10,6 +10,7 @@
 //!   invoke API (`--invoke-endpoint`, e.g. `cargo lambda watch`).
 //! - [`reshard`]: the shard-split fault.
 //! - [`crate::report`]: the dashboard pictures drawn at the end.
+//! - [`crate::dashboard`]: the live dashboard, served during the run.
 //! - this module: the schedule of the close-windows function, the run until
 //!   the final watermark has closed every window, and the summary.
 
@@ -19,6 +20,7 @@ pub mod reshard;
 pub mod services;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -44,6 +46,8 @@ use self::event_source::{EventSourceMapping, Faults, MappingSettings, MappingSta
 use self::functions::{AggregateInvoker, CloseAnswer, CloseWindowsInvoker, LambdaInvokeApi};
 use self::services::{GivenEndpoints, Services};
 use crate::args::InputFormat;
+use crate::dashboard::progress::TableProgress;
+use crate::dashboard::{bind_given_or_default, Dashboard};
 use crate::progress::Progress;
 use crate::replay::{replay, FeedOptions, Summary as ReplaySummary};
 use crate::report::{render_report, ReportOptions, ReportOutput};
@@ -134,6 +138,15 @@ pub struct LocalArgs {
     /// No progress display.
     #[arg(long)]
     pub quiet: bool,
+    /// Serve the live dashboard here during the run (default: 127.0.0.1:8080, or any free port if that one is taken).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// No live dashboard.
+    #[arg(long, conflicts_with_all = ["listen", "keep_serving"])]
+    pub no_dashboard: bool,
+    /// After the run, keep the dashboard and the stand-ins up until Ctrl-C, for exploring.
+    #[arg(long)]
+    pub keep_serving: bool,
 }
 
 fn name_value(text: &str) -> Result<(String, String), String> {
@@ -168,6 +181,23 @@ pub struct LocalSummary {
     pub pipeline_time: Duration,
     /// Everything, stand-ins included.
     pub wall_time: Duration,
+    /// The live dashboard's address (none with `--no-dashboard`).
+    pub dashboard_url: Option<String>,
+    /// With `--keep-serving`: the dashboard and the stand-ins, up until this is dropped.
+    pub kept_serving: Option<KeptServing>,
+}
+
+/// What `--keep-serving` keeps up after the run.
+pub struct KeptServing {
+    _services: Services,
+    /// Dropping the set stops the server.
+    _dashboard: JoinSet<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for KeptServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeptServing")
+    }
 }
 
 impl LocalSummary {
@@ -217,12 +247,22 @@ impl LocalSummary {
         for skipped in &self.report.skipped {
             println!("  no picture:    {skipped}");
         }
+        if let Some(url) = &self.dashboard_url {
+            println!("  dashboard:     {url}");
+        }
     }
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     tokio::select! {
-        summary = run_local(args) => summary?.print(),
+        summary = run_local(args) => {
+            let summary = summary?;
+            summary.print();
+            if let (Some(_kept), Some(url)) = (&summary.kept_serving, &summary.dashboard_url) {
+                eprintln!("still serving the dashboard at {url} and the stand-ins; Ctrl-C stops them");
+                tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            }
+        }
         _ = tokio::signal::ctrl_c() => bail!("interrupted; the stand-ins started for the run were stopped"),
     }
     Ok(())
@@ -295,6 +335,18 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
     };
 
     // Dropping a JoinSet aborts its tasks: nothing outlives the run, also on an error.
+    let mut dashboard_task = JoinSet::new();
+    let dashboard_url = if args.no_dashboard {
+        None
+    } else {
+        let progress = TableProgress::new(DynamoStore::new(clients.dynamodb.clone(), &table), &close_config.documents);
+        let dashboard = Dashboard::new(closer.closer.sink.config().clone(), aggregate_config.ingest.areas.clone(), Some(progress))?;
+        let server = bind_given_or_default(args.listen, dashboard).await?;
+        let url = server.url();
+        eprintln!("dashboard: {url} (windows appear as they close)");
+        dashboard_task.spawn(server.serve());
+        Some(url)
+    };
     let mut mapping_task = JoinSet::new();
     mapping_task.spawn(Arc::clone(&mapping).run());
     let pipeline_started = Instant::now();
@@ -386,6 +438,8 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
         report,
         pipeline_time,
         wall_time: started.elapsed(),
+        dashboard_url,
+        kept_serving: args.keep_serving.then(|| KeptServing { _services: services, _dashboard: dashboard_task }),
     })
 }
 

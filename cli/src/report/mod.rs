@@ -25,6 +25,7 @@
 //! Modules: [`query`] reads the documents (HTTP, paged and bounded),
 //! [`model`] shapes them (pure), [`render`] draws them.
 
+pub mod boroughs;
 pub mod model;
 pub mod query;
 pub mod render;
@@ -302,10 +303,11 @@ pub enum SigV4ServiceArg {
     Aoss,
 }
 
-/// The command line. Each option falls back on the close-windows function's
-/// variable of the same meaning, so one environment serves both.
+/// Where and how to read the indices: each option falls back on the
+/// close-windows function's variable of the same meaning, so one environment
+/// serves the function, `report` and `dashboard`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ReportArgs {
+pub struct SearchArgs {
     /// The Elasticsearch / OpenSearch endpoint.
     #[arg(long, env = "ES_ENDPOINT", default_value = "http://127.0.0.1:9200")]
     pub es_endpoint: String,
@@ -336,6 +338,13 @@ pub struct ReportArgs {
     /// The closer's minimum count of a hot spot (only said in the map's legend).
     #[arg(long, env = "MIN_PICKUP_COUNT", default_value_t = 2)]
     pub min_pickup_count: u64,
+}
+
+/// The command line of `report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// The directory the pictures are written to (created if missing).
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -366,47 +375,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 async fn options_from_args(args: &ReportArgs) -> Result<ReportOptions, ReportError> {
-    let auth = match args.es_auth {
-        AuthArg::None => SearchAuthMode::None,
-        AuthArg::Basic => match (&args.es_username, &args.es_password) {
-            (Some(username), Some(password)) => SearchAuthMode::Basic { username: username.clone(), password: password.clone() },
-            _ => return Err(ReportError::Config("--es-auth basic needs --es-username and ES_PASSWORD (or --es-password)".into())),
-        },
-        AuthArg::Sigv4 => SearchAuthMode::SigV4 {
-            service: match args.es_sigv4_service {
-                SigV4ServiceArg::Es => SigV4Service::Es,
-                SigV4ServiceArg::Aoss => SigV4Service::Aoss,
-            },
-        },
-    };
-    let sdk = match auth {
-        SearchAuthMode::SigV4 { .. } => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
-            if let Some(region) = &args.region {
-                loader = loader.region(Region::new(region.clone()));
-            }
-            Some(loader.load().await)
-        }
-        _ => None,
-    };
-    // Reading only: no bulk requests, so the limits and gzip do not matter.
-    let endpoint = SearchEndpointConfig {
-        endpoint: args.es_endpoint.trim_end_matches('/').to_owned(),
-        auth,
-        limits: BulkLimits::default(),
-        gzip: false,
-        tls_skip_verify: args.es_tls_skip_verify,
-    };
-    let documents = DocumentSettings {
-        min_count: args.min_pickup_count,
-        pickup_index: args.pickup_index.clone(),
-        duration_index: args.duration_index.clone(),
-    };
-    // The boxes drawn are the aggregate function's (CITY_AREA, JFK_AREA, LGA_AREA).
-    let areas = EnvReader::new(|name: &str| std::env::var(name).ok()).areas().map_err(|e| ReportError::Config(e.to_string()))?;
-    let search = endpoint
-        .sink_config(documents, sdk.as_ref())
-        .map_err(|e| ReportError::SigV4(if e.contains("AWS_REGION") { format!("{e} or --region") } else { e }))?;
+    let (search, areas) = args.search.search_config().await?;
     Ok(ReportOptions {
         window: args.window,
         map_size: args.map_size,
@@ -417,8 +386,57 @@ async fn options_from_args(args: &ReportArgs) -> Result<ReportOptions, ReportErr
     })
 }
 
+impl SearchArgs {
+    /// The search sink's configuration (endpoint, auth, index names), and the
+    /// areas the aggregate function uses (`CITY_AREA`, `JFK_AREA`, `LGA_AREA`).
+    pub async fn search_config(&self) -> Result<(SearchConfig, Areas), ReportError> {
+        let auth = match self.es_auth {
+            AuthArg::None => SearchAuthMode::None,
+            AuthArg::Basic => match (&self.es_username, &self.es_password) {
+                (Some(username), Some(password)) => SearchAuthMode::Basic { username: username.clone(), password: password.clone() },
+                _ => return Err(ReportError::Config("--es-auth basic needs --es-username and ES_PASSWORD (or --es-password)".into())),
+            },
+            AuthArg::Sigv4 => SearchAuthMode::SigV4 {
+                service: match self.es_sigv4_service {
+                    SigV4ServiceArg::Es => SigV4Service::Es,
+                    SigV4ServiceArg::Aoss => SigV4Service::Aoss,
+                },
+            },
+        };
+        let sdk = match auth {
+            SearchAuthMode::SigV4 { .. } => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(region) = &self.region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                Some(loader.load().await)
+            }
+            _ => None,
+        };
+        // Reading only: no bulk requests, so the limits and gzip do not matter.
+        let endpoint = SearchEndpointConfig {
+            endpoint: self.es_endpoint.trim_end_matches('/').to_owned(),
+            auth,
+            limits: BulkLimits::default(),
+            gzip: false,
+            tls_skip_verify: self.es_tls_skip_verify,
+        };
+        let documents = DocumentSettings {
+            min_count: self.min_pickup_count,
+            pickup_index: self.pickup_index.clone(),
+            duration_index: self.duration_index.clone(),
+        };
+        // The boxes drawn are the aggregate function's (CITY_AREA, JFK_AREA, LGA_AREA).
+        let areas = EnvReader::new(|name: &str| std::env::var(name).ok()).areas().map_err(|e| ReportError::Config(e.to_string()))?;
+        let search = endpoint
+            .sink_config(documents, sdk.as_ref())
+            .map_err(|e| ReportError::SigV4(if e.contains("AWS_REGION") { format!("{e} or --region") } else { e }))?;
+        Ok((search, areas))
+    }
+}
+
 /// RFC 3339, or whole epoch seconds.
-fn window_start(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn window_start(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(seconds) = text.parse::<i64>() {
         return chrono::TimeZone::timestamp_opt(&Utc, seconds, 0).single().ok_or_else(|| format!("{seconds} is out of range"));
     }

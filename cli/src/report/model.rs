@@ -17,6 +17,16 @@ pub struct WindowTotal {
     pub pickups: u64,
 }
 
+/// One window of the hot-spot index: its bounds (epoch milliseconds), the
+/// sum of its cells' pickups and the number of cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSummary {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub pickups: u64,
+    pub cells: u64,
+}
+
 /// The window with the most pickups; on a tie, the earliest, so the choice
 /// does not depend on the order the endpoint answers in.
 pub fn busiest_window(totals: &[WindowTotal]) -> Option<WindowTotal> {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use taxi_aws::search::{SearchConfig, SearchSink};
 use taxi_core::geo::Airport;
 
-use super::model::{AirportDocument, HotSpot, HotSpotWindow, WindowTotal};
+use super::model::{AirportDocument, HotSpot, HotSpotWindow, WindowSummary, WindowTotal};
 use super::ReportError;
 
 /// Hits per `_search` page.
@@ -48,10 +48,15 @@ impl SearchReader {
     }
 
     async fn search(&self, index: &str, body: Value) -> Result<Value, ReportError> {
-        let path = format!("/{index}/_search");
+        self.request(Method::POST, index, "_search", body.to_string().into_bytes()).await
+    }
+
+    /// `method /index/action` with a JSON answer; 404 is a missing index.
+    async fn request(&self, method: Method, index: &str, action: &str, body: Vec<u8>) -> Result<Value, ReportError> {
+        let path = format!("/{index}/{action}");
         let (status, answer) = self
             .sink
-            .send(Method::POST, &path, "application/json", body.to_string().into_bytes())
+            .send(method, &path, "application/json", body)
             .await
             .map_err(|reason| ReportError::Unreachable { endpoint: self.endpoint().to_owned(), reason })?;
         let text = String::from_utf8_lossy(&answer);
@@ -125,6 +130,44 @@ impl SearchReader {
             .collect::<Result<Vec<_>, ReportError>>()?;
         let windows = answer["aggregations"]["windows"]["value"].as_u64().unwrap_or(totals.len() as u64);
         Ok((totals, windows))
+    }
+
+    /// The latest `max_windows` windows of hot spots, oldest first, with
+    /// their end, pickups and cells, and whether older ones were left out.
+    pub async fn windows(&self, index: &str, max_windows: usize) -> Result<(Vec<WindowSummary>, bool), ReportError> {
+        let body = json!({
+            "size": 0,
+            "aggs": {
+                "windows": {
+                    "terms": {"field": "window_start", "size": max_windows, "order": {"_key": "desc"}},
+                    "aggs": {"pickups": {"sum": {"field": "pickup_count"}}, "end": {"max": {"field": "window_end"}}}
+                }
+            }
+        });
+        let answer = self.search(index, body).await?;
+        let bad = |reason: &str| ReportError::BadAnswer { index: index.to_owned(), reason: reason.to_owned() };
+        let aggregation = &answer["aggregations"]["windows"];
+        let buckets = aggregation["buckets"].as_array().ok_or_else(|| bad("no aggregation buckets"))?;
+        let mut windows = buckets
+            .iter()
+            .map(|b| {
+                Ok(WindowSummary {
+                    start_ms: b["key"].as_i64().ok_or_else(|| bad("a window_start bucket without a numeric key"))?,
+                    end_ms: b["end"]["value"].as_f64().ok_or_else(|| bad("a bucket without its window_end"))?.round() as i64,
+                    pickups: b["pickups"]["value"].as_f64().ok_or_else(|| bad("a bucket without its pickup sum"))?.round() as u64,
+                    cells: b["doc_count"].as_u64().ok_or_else(|| bad("a bucket without doc_count"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ReportError>>()?;
+        windows.reverse();
+        let left_out = aggregation["sum_other_doc_count"].as_u64().unwrap_or(0) > 0;
+        Ok((windows, left_out))
+    }
+
+    /// How many documents `index` holds (`_count`).
+    pub async fn count(&self, index: &str) -> Result<u64, ReportError> {
+        let answer = self.request(Method::GET, index, "_count", Vec::new()).await?;
+        answer["count"].as_u64().ok_or_else(|| ReportError::BadAnswer { index: index.to_owned(), reason: format!("no count in {answer}") })
     }
 
     /// Every hot-spot document of the window starting at `start`.

@@ -40,8 +40,11 @@ fn upx(n: u32) -> u32 {
 const FONT: &str = "sans-serif";
 const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
 const MUTED: RGBColor = RGBColor(0x55, 0x55, 0x55);
-/// The plot area behind the cells: a cell left this colour had too few pickups to be a hot spot.
-const NO_HOT_SPOT: RGBColor = RGBColor(0xee, 0xee, 0xee);
+/// Water, and the boroughs' land: a cell left the land's colour had too few pickups to be a hot spot.
+/// The dashboard's page uses the same colours (style.css, app.js).
+const WATER: RGBColor = RGBColor(0xc6, 0xdb, 0xef);
+const NO_HOT_SPOT: RGBColor = RGBColor(0xf4, 0xf1, 0xea);
+const BOROUGH_OUTLINE: RGBColor = RGBColor(0x8a, 0x8a, 0x8a);
 const GRID: RGBColor = RGBColor(0xd4, 0xd4, 0xd4);
 const AIRPORT_OUTLINE: RGBColor = RGBColor(0x08, 0x30, 0x6b);
 /// Okabe-Ito blue and vermillion: apart for every common colour-vision deficiency.
@@ -175,7 +178,7 @@ impl HotSpotMap<'_> {
         let extent = true_to_shape(extent, f64::from(plot_w), f64::from(plot_h));
         let mut chart = builder(&map_area, extent.min_lon..extent.max_lon, extent.min_lat..extent.max_lat)?;
 
-        chart.plotting_area().fill(&NO_HOT_SPOT)?;
+        chart.plotting_area().fill(&WATER)?;
         chart
             .configure_mesh()
             .max_light_lines(0)
@@ -189,11 +192,16 @@ impl HotSpotMap<'_> {
             .label_style(text(15, &INK))
             .axis_desc_style(text(17, &INK))
             .draw()?;
+        // Land under the cells, outlines over them, so both stay visible.
+        let boroughs = super::boroughs::boroughs()?;
+        let rings = || boroughs.iter().flat_map(|b| &b.polygons).flat_map(|polygon| polygon.iter().enumerate());
+        chart.draw_series(rings().map(|(i, ring)| Polygon::new(ring.clone(), if i == 0 { NO_HOT_SPOT } else { WATER }.filled())))?;
         chart.draw_series(cells.iter().map(|(b, count)| {
             let (r, g, b_) = scale.colour(*count as f64);
             Rectangle::new([(b.min_lon, b.max_lat), (b.max_lon, b.min_lat)], RGBColor(r, g, b_).filled())
         }))?;
 
+        chart.draw_series(rings().map(|(_, ring)| PathElement::new(ring.clone(), BOROUGH_OUTLINE.stroke_width(upx(1)))))?;
         for (airport, area) in &self.areas.airports {
             chart.draw_series(std::iter::once(Rectangle::new(
                 [(area.min_lon, area.max_lat), (area.max_lon, area.min_lat)],
