@@ -6,10 +6,13 @@ use std::path::Path;
 
 use clap::Parser;
 use taxi_core::documents::DocumentSettings;
+use taxi_core::event::InvalidReason;
+use taxi_core::time::WallTime;
+use taxi_integration_tests::kinesis_read::read_all_shards;
 use taxi_integration_tests::lambda_watch::{standin_env, LambdaWatch};
-use taxi_integration_tests::oracle::{self, Expected};
+use taxi_integration_tests::oracle::{self, Expected, Rejected, Trip};
 use taxi_integration_tests::pipeline::{assert_same, expected_documents, indexed_counts};
-use taxi_integration_tests::standins::{dynamodb_endpoint, kinesis_endpoint, opensearch_endpoint, unique_name};
+use taxi_integration_tests::standins::{dynamodb_endpoint, kinesis_client, kinesis_endpoint, opensearch_endpoint, unique_name};
 use taxi_integration_tests::{fixture_path, sample_path};
 use taxi_pipeline::args::{Cli, Command};
 use taxi_pipeline::local::{run_local, LocalArgs, LocalSummary};
@@ -120,4 +123,57 @@ async fn the_real_aggregate_binary_under_cargo_lambda_watch_gives_the_same_docum
     // The binary did the work: its log has a line per batch (this process's handler was never built).
     let batches = watch.output().matches("batch processed").count() as u64;
     assert!(batches >= summary.invocations, "{batches} batches logged by the binary for {} invocations", summary.invocations);
+}
+
+/// The stack's own replay command, `--time-mode now --speedup 60`: every trip is
+/// stamped at the wall time it is sent, so none is a future timestamp, the
+/// watermark follows the clock, every window closes, and the documents are the
+/// oracle's over the trips as they were stamped (read back from the stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_replay_at_60x_loses_no_trip_and_closes_every_window() {
+    let name = unique_name("local-live");
+    let (args, documents) = local_args(&sample_path(), &name, &["--time-mode", "now", "--speedup", "60"]);
+    let started = WallTime::now().as_event_time();
+    let summary = run_local(args).await.expect("the local run");
+    let ended = WallTime::now().as_event_time();
+    assert_eq!(summary.aggregated.invalid.get(InvalidReason::FutureTimestamp), 0, "{:?}", summary.aggregated.invalid);
+    assert_eq!(summary.closed.windows_left_open, 0);
+    assert_eq!(summary.discarded_records, 0);
+
+    let mut stamped = Expected::default();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for shard in read_all_shards(&kinesis_client(), &name).await {
+        for data in shard.records {
+            let event: serde_json::Value = serde_json::from_slice(&data).expect("a JSON event");
+            if event["type"] != "trip" {
+                continue;
+            }
+            let time =
+                |field: &str| chrono::DateTime::parse_from_rfc3339(event[field].as_str().expect("a time")).expect("RFC 3339").timestamp();
+            let at = |lat: &str, lon: &str| (event[lat].as_f64().expect("a latitude"), event[lon].as_f64().expect("a longitude"));
+            let trip = Trip {
+                pickup: time("pickup_datetime"),
+                dropoff: time("dropoff_datetime"),
+                pickup_at: at("pickup_lat", "pickup_lon"),
+                dropoff_at: at("dropoff_lat", "dropoff_lon"),
+            };
+            (first, last) = (first.min(trip.dropoff), last.max(trip.dropoff));
+            stamped.rows += 1;
+            match oracle::add_trip(&mut stamped.partials, &trip, 600, 6) {
+                Ok(()) => stamped.valid_trips += 1,
+                Err(Rejected::OutsideArea) => stamped.outside_area += 1,
+                Err(Rejected::BadDuration) => stamped.bad_duration += 1,
+            }
+        }
+    }
+    // Stamped on the wall clock of the run: the sample's 2.5 hours of dropoffs in about 2.5 minutes.
+    assert!(started.0 <= first && last <= ended.0, "dropoffs {first}..{last} within the run {}..{}", started.0, ended.0);
+    let historic = oracle::expected(&sample_path(), 600, 6);
+    assert!(last - first >= 60, "paced at 60x, not sent at once: {} s", last - first);
+    assert_eq!(stamped.rows, summary.replay.writer.acknowledged, "every trip sent is in the stream once");
+    assert_eq!(stamped.valid_trips, historic.valid_trips, "re-stamping keeps every valid trip valid");
+    assert_eq!(summary.aggregated.trips_aggregated, historic.valid_trips, "no trip lost");
+    let expected = expected_documents(&documents, &stamped);
+    assert!(expected.len() > 50, "the input makes many documents");
+    assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "indexed documents");
 }

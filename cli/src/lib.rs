@@ -21,13 +21,22 @@ use aws_config::{BehaviorVersion, Region};
 use taxi_aws::kinesis_writer::{KinesisStream, WriterConfig};
 use taxi_core::replay::schedule::{FinalWatermark, TimeMode};
 
-use crate::args::{Cli, Command, ReplayArgs, TimeModeArg};
+use crate::args::{Cli, Command, ReplayArgs};
 use crate::progress::Progress;
 use crate::replay::{replay, FeedOptions};
 
 /// How far ahead of the wall clock a final watermark may go in `now` mode:
 /// under the aggregate function's default `FUTURE_TOLERANCE_SECONDS` (900).
 const LIVE_FINAL_WATERMARK_AHEAD_S: i64 = 600;
+
+/// The final watermark of a replay (`replay` and `local`): `advance` past the
+/// last dropoff, and in `now` mode not past the clock's future tolerance.
+pub fn final_watermark(time_mode: TimeMode, advance: std::time::Duration) -> FinalWatermark {
+    FinalWatermark {
+        advance_s: advance.as_secs() as i64,
+        max_ahead_of_wall_s: (time_mode == TimeMode::Now).then_some(LIVE_FINAL_WATERMARK_AHEAD_S),
+    }
+}
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`; `warn` for `local`,
 /// whose in-process handlers would otherwise log every batch and bad record,
@@ -60,10 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The reading and writing settings of a replay command line.
 pub fn replay_settings(args: &ReplayArgs) -> (FeedOptions, WriterConfig) {
-    let time_mode = match args.time_mode {
-        TimeModeArg::Original => TimeMode::Original,
-        TimeModeArg::Now => TimeMode::Now,
-    };
+    let time_mode = TimeMode::from(args.time_mode);
     let feed = FeedOptions {
         input: args.input.clone(),
         format: args.format,
@@ -77,10 +83,7 @@ pub fn replay_settings(args: &ReplayArgs) -> (FeedOptions, WriterConfig) {
         watermark_interval: args.watermark_interval,
         shard_refresh: args.shard_refresh,
         max_attempts: args.max_attempts,
-        final_watermark: FinalWatermark {
-            advance_s: args.final_watermark_advance.as_secs() as i64,
-            max_ahead_of_wall_s: (time_mode == TimeMode::Now).then_some(LIVE_FINAL_WATERMARK_AHEAD_S),
-        },
+        final_watermark: final_watermark(time_mode, args.final_watermark_advance),
         ..WriterConfig::default()
     };
     (feed, config)
