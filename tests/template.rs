@@ -204,7 +204,7 @@ const PARAMETER_SETS: &[&[(&str, &str)]] = &[
         ("CreateOpenSearchDomain", "false"),
         ("EsEndpoint", "https://search.example.com"),
         ("EsAuth", "basic"),
-        ("EsBasicAuthSecret", "taxi/search"),
+        ("EsBasicAuthSecret", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi/search-AbCdEf"),
     ],
     &[("CreateOpenSearchDomain", "false"), ("EsEndpoint", "https://x.aoss.amazonaws.com"), ("EsSigV4Service", "aoss")],
 ];
@@ -826,4 +826,65 @@ fn the_deploy_path_is_make_targets_sharing_one_set_of_parameters() {
     assert!(deploy.contains(&format!("AWS SAM CLI {pinned}")), "the README states the SAM CLI version {pinned}");
     // Build outputs are ignored wherever a target/ appears (cargo lambda, sam build).
     assert!(read(".gitignore").lines().any(|l| l.trim() == "target/"), ".gitignore ignores target/ at any depth");
+}
+
+/// A basic-auth password is read by the function at start-up from the secret's
+/// ARN (the one resource its role may read), never resolved into its
+/// environment, where anyone who may read the function's configuration sees it.
+#[test]
+fn the_basic_auth_secret_is_read_at_start_up_not_resolved_into_the_environment() {
+    let t = template();
+    let mut all = Vec::new();
+    strings(&t, &mut all);
+    assert!(!all.iter().any(|s| s.contains("{{resolve:secretsmanager")), "no dynamic reference to a secret");
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi/search-AbCdEf";
+    let basic = [
+        ("CreateOpenSearchDomain", "false"),
+        ("EsEndpoint", "https://search.example.com"),
+        ("EsAuth", "basic"),
+        ("EsBasicAuthSecret", arn),
+    ];
+    let stack = Stack::new(&t, &basic);
+    let env = stack.environment("CloseWindowsFunction");
+    assert_eq!(env.get("ES_BASIC_AUTH_SECRET").map(String::as_str), Some(arn));
+    assert!(!env.contains_key("ES_PASSWORD") && !env.contains_key("ES_USERNAME"));
+    let (config, _) = close_windows_config(&env);
+    assert_eq!(config.unwrap().search.auth, taxi_aws::config::SearchAuthMode::BasicFromSecret { secret_id: arn.to_owned() });
+    // The role may read that secret, and only with basic auth.
+    let role = &t["Resources"]["CloseWindowsRole"]["Properties"]["Policies"];
+    let grants: Vec<(String, Value)> = role
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| match tagged(p) {
+            Some(("If", args)) => {
+                let args = args.as_sequence().unwrap();
+                Some((text(&args[0]).to_owned(), args[1].clone()))
+            }
+            _ => None,
+        })
+        .filter(|(_, p)| {
+            alternatives(&p["PolicyDocument"]["Statement"]).iter().any(|s| s["Action"].as_str() == Some("secretsmanager:GetSecretValue"))
+        })
+        .collect();
+    assert_eq!(grants.len(), 1, "one grant of GetSecretValue");
+    assert!(Stack::new(&t, &basic).condition(&grants[0].0), "granted with basic auth");
+    assert!(!Stack::new(&t, &[]).condition(&grants[0].0), "and only then");
+    let statement = &alternatives(&grants[0].1["PolicyDocument"]["Statement"])[0];
+    assert!(matches!(tagged(&statement["Resource"]), Some(("Ref", p)) if text(p) == "EsBasicAuthSecret"), "on the secret's ARN only");
+    let pattern = regex_lite::Regex::new(text(&t["Parameters"]["EsBasicAuthSecret"]["AllowedPattern"])).unwrap();
+    assert!(pattern.is_match(arn) && pattern.is_match(""));
+    assert!(!pattern.is_match("taxi/search"), "a name is refused: the grant needs the ARN");
+    // Basic auth over http:// is refused at start-up.
+    let plain = Stack::new(
+        &t,
+        &[
+            ("CreateOpenSearchDomain", "false"),
+            ("EsEndpoint", "http://search.example.com"),
+            ("EsAuth", "basic"),
+            ("EsBasicAuthSecret", arn),
+        ],
+    );
+    let (config, _) = close_windows_config(&plain.environment("CloseWindowsFunction"));
+    assert!(config.unwrap_err().contains("in clear"));
 }

@@ -112,13 +112,17 @@ fn invocation_deadline(given_ms: i64, now: WallTime, repeat: Repeat) -> WallTime
 /// The Lambda entry point.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     init_lambda_logging();
-    let config = CloseWindowsConfig::from_env().map_err(|e| {
+    let mut config = CloseWindowsConfig::from_env().map_err(|e| {
         tracing::error!("{e}");
         e.to_string()
     })?;
     // The execution environment's log stream is unique: a good lease owner.
     let owner = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| format!("close-windows-{}", fastrand::u64(..)));
     let clients = AwsClients::new(sdk_config(config.dynamodb_max_attempts).await);
+    config.search.read_secret(&clients.sdk).await.map_err(|e| {
+        tracing::error!("{e}");
+        e.to_string()
+    })?;
     let closer = closer_from_config(&config, &clients, owner).map_err(|e| {
         tracing::error!("{e}");
         e

@@ -106,7 +106,7 @@ impl SearchSink {
             SearchAuth::SigV4 { service, region, credentials } => {
                 let credentials = credentials.provide_credentials().await.map_err(|e| format!("no AWS credentials for SigV4: {e}"))?;
                 let unsigned: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                let signer = sigv4::Signer { service: *service, region, credentials: &credentials };
+                let signer = sigv4::Signer { service: service.name(), region, credentials: &credentials };
                 let signed = signer.headers(method.as_str(), &url, &unsigned, &body, SystemTime::now()).map_err(|e| e.to_string())?;
                 headers.extend(signed);
             }
