@@ -563,7 +563,21 @@ fn alarms_and_the_dashboard_use_metrics_the_functions_emit() {
             names.insert(name);
         }
     }
-    for needed in ["IteratorAge", "ApproximateNumberOfMessagesVisible", "Errors", "WatermarkLag", "DeadLetters"] {
+    // Besides the failures, what puts data at risk before it is lost: DynamoDB failing
+    // (retries, throttling) and the domain's health (red, writes blocked, disk filling).
+    for needed in [
+        "IteratorAge",
+        "ApproximateNumberOfMessagesVisible",
+        "Errors",
+        "WatermarkLag",
+        "DeadLetters",
+        "RetryRequested",
+        "WriteThrottleEvents",
+        "ReadThrottleEvents",
+        "ClusterStatus.red",
+        "ClusterIndexWritesBlocked",
+        "FreeStorageSpace",
+    ] {
         assert!(names.contains(needed), "an alarm on {needed}");
     }
     // The dashboard's own-namespace metrics, too.
