@@ -446,9 +446,17 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
             for resource in alternatives(&statement["Resource"]) {
                 let mut texts = Vec::new();
                 strings(&resource, &mut texts);
-                assert!(!texts.is_empty() && tagged(&resource).is_some(), "{place}: resource {resource:?} names a resource of the stack");
+                let xray_only = actions.iter().all(|a| text(a).starts_with("xray:Put"));
+                assert!(
+                    !texts.is_empty() && (tagged(&resource).is_some() || xray_only),
+                    "{place}: resource {resource:?} names a resource of the stack"
+                );
                 let logs = actions.iter().all(|a| text(a).starts_with("logs:"));
-                if logs {
+                // X-Ray's write actions have no resource-level permissions (its IAM page): '*', and nothing else with it.
+                let xray = actions.iter().all(|a| ["xray:PutTraceSegments", "xray:PutTelemetryRecords"].contains(&text(a)));
+                if xray {
+                    assert_eq!(resource.as_str(), Some("*"), "{place}");
+                } else if logs {
                     // A log group's ARN ends in :* (its streams); it must be one of ours.
                     let Some(("GetAtt", target)) = tagged(&resource) else { panic!("{place}: logs on {resource:?}") };
                     let group = text(target).split('.').next().unwrap();
@@ -901,4 +909,39 @@ fn the_basic_auth_secret_is_read_at_start_up_not_resolved_into_the_environment()
     );
     let (config, _) = close_windows_config(&plain.environment("CloseWindowsFunction"));
     assert!(config.unwrap_err().contains("in clear"));
+}
+
+/// Tags on every resource from one place (the stack's tags, which CloudFormation
+/// propagates), and X-Ray as an option that grants what tracing needs.
+#[test]
+fn stack_tags_and_optional_tracing() {
+    let t = template();
+    let samconfig = std::fs::read_to_string(workspace_root().join("samconfig.toml")).expect("samconfig.toml");
+    let deploy = samconfig.split("\n[default.deploy.parameters]\n").nth(1).expect("deploy settings").split("\n[").next().unwrap();
+    assert!(deploy.lines().any(|l| l.starts_with("tags = ")), "stack tags for sam deploy");
+    assert!(matches!(tagged(&t["Globals"]["Function"]["Tracing"]), Some(("Ref", p)) if text(p) == "Tracing"));
+    assert_eq!(t["Parameters"]["Tracing"]["Default"].as_str(), Some("PassThrough"));
+    for role in ["AggregateRole", "CloseWindowsRole"] {
+        let granted = |overrides: &[(&str, &str)]| -> bool {
+            let stack = Stack::new(&t, overrides);
+            t["Resources"][role]["Properties"]["Policies"].as_sequence().unwrap().iter().any(|p| {
+                let policy = match tagged(p) {
+                    Some(("If", args)) => {
+                        let args = args.as_sequence().unwrap();
+                        if stack.condition(text(&args[0])) {
+                            args[1].clone()
+                        } else {
+                            args[2].clone()
+                        }
+                    }
+                    _ => p.clone(),
+                };
+                let mut actions = Vec::new();
+                strings(&policy, &mut actions);
+                actions.iter().any(|a| a == "xray:PutTraceSegments")
+            })
+        };
+        assert!(granted(&[("Tracing", "Active")]), "{role} may write traces when tracing is active");
+        assert!(!granted(&[]), "{role}: no X-Ray grant without tracing");
+    }
 }
