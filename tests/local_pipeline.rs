@@ -177,3 +177,21 @@ async fn a_live_replay_at_60x_loses_no_trip_and_closes_every_window() {
     assert!(expected.len() > 50, "the input makes many documents");
     assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "indexed documents");
 }
+
+/// Every window indexed, then pictures that fail (an endpoint refusing the
+/// report's searches): a warning in the summary, not a failed run.
+#[tokio::test(flavor = "multi_thread")]
+async fn pictures_that_fail_after_every_window_is_indexed_are_a_warning() {
+    let name = unique_name("local-no-search");
+    let out = std::env::temp_dir().join(&name);
+    let proxy = taxi_integration_tests::fault_proxy::start_without_search(opensearch_endpoint()).await;
+    let (mut args, documents) = local_args(&fixture_path(), &name, &["--out", &out.display().to_string()]);
+    args.es_endpoint = Some(proxy.endpoint.clone());
+    let summary = run_local(args).await.expect("the run succeeds");
+    assert_eq!(summary.closed.windows_left_open, 0);
+    assert!(summary.report.pictures.is_empty());
+    assert!(summary.report.skipped.iter().any(|s| s.starts_with("the pictures failed")), "{:?}", summary.report.skipped);
+    let expected = expected_documents(&documents, &oracle::expected(&fixture_path(), 600, 6));
+    assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "indexed documents");
+    std::fs::remove_dir_all(out).ok();
+}

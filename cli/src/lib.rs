@@ -8,6 +8,7 @@
 //! - [`progress`]: the progress bar.
 
 pub mod args;
+pub mod aws;
 pub mod batch;
 pub mod input;
 pub mod local;
@@ -17,7 +18,6 @@ pub mod report;
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region};
 use taxi_aws::kinesis_writer::{KinesisStream, WriterConfig};
 use taxi_core::replay::schedule::{FinalWatermark, TimeMode};
 
@@ -40,22 +40,27 @@ pub fn final_watermark(time_mode: TimeMode, advance: std::time::Duration) -> Fin
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`; `warn` for `local`,
 /// whose in-process handlers would otherwise log every batch and bad record,
-/// which its summary counts).
+/// which its summary counts). The SDK's own warnings (a region or credentials
+/// looked for on an instance metadata service, each with a debug dump) are
+/// left out by default: the command says in one line what is missing. Colours
+/// only on a terminal.
 pub fn init_logging(command: &Command) {
-    let default = if matches!(command, Command::Local(_)) { "warn,taxi_core::ingest=error,taxi_pipeline::replay=error" } else { "info" };
+    let default = if matches!(command, Command::Local(_)) {
+        "warn,taxi_core::ingest=error,taxi_pipeline::replay=error,aws_config=error"
+    } else {
+        "info,aws_config=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(args) => {
             let (feed, config) = replay_settings(&args);
-            let mut sdk = aws_config::defaults(BehaviorVersion::latest());
-            if let Some(region) = &args.region {
-                sdk = sdk.region(Region::new(region.clone()));
-            }
-            let client = aws_sdk_kinesis::Client::new(&sdk.load().await);
+            let sdk = aws::checked_sdk_config(args.region.as_deref()).await?;
+            let client = aws_sdk_kinesis::Client::new(&sdk);
             let stream = Arc::new(KinesisStream::new(client, &args.stream));
             let summary = replay(feed, stream, config, Progress::new(!args.quiet)).await?;
             summary.print();
