@@ -195,3 +195,59 @@ async fn pictures_that_fail_after_every_window_is_indexed_are_a_warning() {
     assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "indexed documents");
     std::fs::remove_dir_all(out).ok();
 }
+
+/// `verify` agrees with the index after a local run, and reports what changes
+/// behind its back: a document deleted (missing), one edited (different), one
+/// added in a window the input has none of (extra).
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_agrees_after_a_local_run_and_finds_an_index_changed_behind_its_back() {
+    let name = unique_name("local-verify");
+    let (args, documents) = local_args(&fixture_path(), &name, &[]);
+    run_local(args).await.expect("the local run");
+    let line = [
+        "taxi-pipeline",
+        "verify",
+        "--input",
+        &fixture_path().display().to_string(),
+        "--es-endpoint",
+        opensearch_endpoint(),
+        "--pickup-index",
+        &documents.pickup_index,
+        "--duration-index",
+        &documents.duration_index,
+        "--quiet",
+    ]
+    .map(str::to_owned);
+    let Command::Verify(verify_args) = Cli::try_parse_from(line).expect("a valid command line").command else { panic!("verify") };
+    let no_env = |_: &str| None;
+    let clean = taxi_pipeline::verify::verify(&verify_args, no_env).await.expect("verify runs");
+    assert!(clean.agrees(), "{:?}", clean.lines());
+    let expected = expected_documents(&documents, &oracle::expected(&fixture_path(), 600, 6));
+    assert_eq!(clean.matching, expected.len(), "every document compared");
+    assert!(clean.windows >= 2);
+
+    let http = reqwest::Client::new();
+    let es = opensearch_endpoint();
+    let pickups = &documents.pickup_index;
+    let ids: Vec<&String> = expected.keys().filter(|k| k.starts_with(&format!("{pickups}/"))).take(2).collect();
+    let (deleted, edited) = (ids[0].split_once('/').unwrap().1, ids[1].split_once('/').unwrap().1);
+    let status = http.delete(format!("{es}/{pickups}/_doc/{deleted}")).send().await.unwrap().status();
+    assert!(status.is_success(), "deleting: {status}");
+    let mut source = taxi_integration_tests::pipeline::search_all(es, pickups).await.remove(edited).expect("the edited document");
+    source["pickup_count"] = serde_json::json!(source["pickup_count"].as_u64().unwrap() + 1);
+    let mut extra = source.clone();
+    extra["window_start"] = serde_json::json!("2015-01-01T00:00:00Z");
+    for (id, body) in [(edited, &source), ("behind-its-back", &extra)] {
+        let status = http.put(format!("{es}/{pickups}/_doc/{id}")).json(body).send().await.unwrap().status();
+        assert!(status.is_success(), "writing {id}: {status}");
+    }
+    let changed = taxi_pipeline::verify::verify(&verify_args, no_env).await.expect("verify runs");
+    assert!(!changed.agrees());
+    assert_eq!(changed.missing, vec![ids[0].clone()]);
+    assert_eq!(changed.extra, vec![format!("{pickups}/behind-its-back")]);
+    assert_eq!(changed.different.len(), 1);
+    assert_eq!(&changed.different[0].0, ids[1]);
+    assert!(changed.different[0].1.iter().any(|d| d.starts_with("pickup_count: ")), "{:?}", changed.different);
+    assert_eq!(changed.matching, expected.len() - 2);
+    assert!(changed.lines()[0].contains("1 missing, 1 extra, 1 different"), "{:?}", changed.lines());
+}

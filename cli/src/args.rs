@@ -24,6 +24,9 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Aggregate historic files with the same core, without AWS: NDJSON for `_bulk`, or straight into an endpoint.
     Batch(crate::batch::BatchArgs),
+    /// Recompute the documents of the input with batch mode and compare them with the indices at
+    /// --es-endpoint, window by window; exit 0 only when they agree (batch's flags; --output does not apply).
+    Verify(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -15,6 +15,7 @@ pub mod local;
 pub mod progress;
 pub mod replay;
 pub mod report;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => local::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Batch(args) => batch::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
 
