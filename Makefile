@@ -41,7 +41,7 @@ template-lint: deploy-tools
 # parameter_overrides, which build and deploy both read; PARAMETERS="Name=value ..."
 # replaces them for one command (give the same to build and deploy).
 BUILD_DIR ?= .aws-sam/build
-OVERRIDES = $(if $(PARAMETERS),--parameter-overrides $(PARAMETERS))
+OVERRIDES = $(if $(PARAMETERS),--parameter-overrides '$(PARAMETERS)')
 
 # Both bootstraps, for the stack's Architecture (arm64 needs `rustup target add aarch64-unknown-linux-gnu`),
 # then a check that each binary is built for it.
