@@ -231,7 +231,9 @@ fn every_variable_the_functions_read_is_fed_by_a_parameter_and_their_defaults_ag
             };
             let (bare, _) = aggregate_config(&only(&aggregate_env, &["TABLE_NAME"]));
             assert_eq!(aggregate, bare.unwrap(), "aggregate: template defaults = the function's defaults");
-            let (bare, _) = close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH"]));
+            // The stack's replica count follows its domain (one node: 0); the function's default is the cluster's.
+            let (bare, _) =
+                close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH", "INDEX_REPLICAS"]));
             let bare = bare.unwrap();
             assert_eq!(close, bare, "close-windows: template defaults = the function's defaults");
         }
@@ -943,5 +945,23 @@ fn stack_tags_and_optional_tracing() {
         };
         assert!(granted(&[("Tracing", "Active")]), "{role} may write traces when tracing is active");
         assert!(!granted(&[]), "{role}: no X-Ray grant without tracing");
+    }
+}
+
+/// A replica count that matches the domain: 0 on the default one-node domain
+/// (a replica there is never assigned: the cluster stays yellow), refused by a
+/// rule otherwise, and given to the closer's index templates.
+#[test]
+fn the_replica_count_matches_the_domain() {
+    let t = template();
+    assert_eq!(t["Parameters"]["IndexReplicas"]["Default"].as_i64(), Some(0));
+    assert_eq!(t["Parameters"]["OpenSearchInstanceCount"]["Default"].as_i64(), Some(1));
+    let env = Stack::new(&t, &[("IndexReplicas", "2"), ("OpenSearchInstanceCount", "3")]).environment("CloseWindowsFunction");
+    assert_eq!(close_windows_config(&env).0.unwrap().index_replicas, Some(2));
+    let rule = &t["Rules"]["OneNodeHasNoReplicas"];
+    let mut texts = Vec::new();
+    strings(rule, &mut texts);
+    for name in ["CreateOpenSearchDomain", "OpenSearchInstanceCount", "IndexReplicas"] {
+        assert!(texts.iter().any(|s| s == name), "the rule reads {name}");
     }
 }

@@ -83,7 +83,9 @@ pub fn closer_from_config(
     clients: &AwsClients,
     owner: String,
 ) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
-    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?).map_err(|e| e.to_string())?;
+    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?)
+        .map_err(|e| e.to_string())?
+        .with_replicas(config.index_replicas);
     Ok(Closer {
         store: DynamoStore::new(clients.dynamodb.clone(), config.table_name.clone()),
         shards: KinesisShards { client: clients.kinesis.clone(), stream: config.stream_name.clone() },

@@ -270,6 +270,10 @@ pub struct CloseWindowsConfig {
     pub keep_running_s: u64,
     pub metrics_namespace: String,
     pub dynamodb_max_attempts: u32,
+    /// `INDEX_REPLICAS` (0 to 15; unset: the cluster's default): replicas of
+    /// each index, set in the index templates. A one-node cluster needs 0, or
+    /// the replicas are never assigned and the cluster stays yellow.
+    pub index_replicas: Option<u32>,
 }
 
 impl CloseWindowsConfig {
@@ -295,6 +299,10 @@ impl CloseWindowsConfig {
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
             metrics_namespace: env.string("METRICS_NAMESPACE", "TaxiPipeline"),
             dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 5u32, 1, 10)?,
+            index_replicas: match env.string("INDEX_REPLICAS", "").as_str() {
+                "" => None,
+                _ => Some(env.number("INDEX_REPLICAS", 0u32, 0, 15)?),
+            },
         })
     }
 }
