@@ -3,9 +3,10 @@
 #   make test   every test: format, lints, unit, property and integration tests against the stand-ins
 #   make bench  the benchmarks of docs/BENCHMARKS.md
 #   make soak   the whole-pipeline simulation over thousands of seeds (SEEDS=N, FIRST_SEED=S; SEED=S replays one)
+#   make build / deploy / delete  the stack on AWS with the pinned SAM CLI (README, "Deploy on AWS")
 #   make sam-build  both Lambda bootstraps (x86_64) with `sam build`, as CI checks it
 
-.PHONY: demo test bench soak standins deploy-tools template-lint sam-build
+.PHONY: demo test bench soak standins deploy-tools template-lint sam-build build deploy delete
 
 # Local stand-ins: DynamoDB Local and kinesalite pinned by package.json / package-lock.json
 # (they run on the machine's Java and Node.js), osmem-server pinned by requirements-standins.txt.
@@ -37,10 +38,29 @@ template-lint: deploy-tools
 	$(SAM) validate --lint
 	$(DEPLOY_TOOLS)/bin/cfn-lint template.yaml
 
-# Both bootstraps for x86_64 (arm64 needs `rustup target add aarch64-unknown-linux-gnu`).
-sam-build: deploy-tools
-	$(SAM) build --parameter-overrides Architecture=x86_64 --build-dir target/sam-build
-	test -x target/sam-build/AggregateFunction/bootstrap && test -x target/sam-build/CloseWindowsFunction/bootstrap
+# The stack on AWS. Its parameters are samconfig.toml's [default.global.parameters]
+# parameter_overrides, which build and deploy both read; PARAMETERS="Name=value ..."
+# replaces them for one command (give the same to build and deploy).
+BUILD_DIR ?= .aws-sam/build
+OVERRIDES = $(if $(PARAMETERS),--parameter-overrides '$(PARAMETERS)')
+
+# Both bootstraps, for the stack's Architecture (arm64 needs `rustup target add aarch64-unknown-linux-gnu`),
+# then a check that each binary is built for it.
+build: deploy-tools
+	python3 scripts/deploy_check.py settings
+	$(SAM) build --build-dir $(BUILD_DIR) $(OVERRIDES)
+	python3 scripts/deploy_check.py architecture $(BUILD_DIR) $(PARAMETERS)
+
+deploy: deploy-tools
+	python3 scripts/deploy_check.py architecture $(BUILD_DIR) $(PARAMETERS)
+	$(SAM) deploy --template-file $(BUILD_DIR)/template.yaml $(OVERRIDES)
+
+delete: deploy-tools
+	$(SAM) delete
+
+# CI: make build for x86_64 (this machine has no aarch64 Rust target).
+sam-build:
+	$(MAKE) build BUILD_DIR=target/sam-build PARAMETERS=Architecture=x86_64
 
 # INPUT=path/to/tlc.csv[.gz] runs another TLC file instead of the bundled sample. The live dashboard's URL
 # is printed at the start; LIVE=60 replays at 60x and keeps the dashboard up afterwards, until Ctrl-C.

@@ -19,7 +19,7 @@ fn template() -> Value {
 
 /// `!Tag value` as (tag without the `!`, value).
 fn tagged(value: &Value) -> Option<(&'static str, &Value)> {
-    const FUNCTIONS: [&str; 11] = ["Ref", "GetAtt", "If", "Sub", "Equals", "Not", "And", "Or", "Condition", "Join", "Select"];
+    const FUNCTIONS: [&str; 12] = ["Ref", "GetAtt", "If", "Sub", "Equals", "Not", "And", "Or", "Condition", "Join", "Select", "Contains"];
     match value {
         Value::Tagged(t) => {
             let tag = t.tag.to_string();
@@ -204,7 +204,7 @@ const PARAMETER_SETS: &[&[(&str, &str)]] = &[
         ("CreateOpenSearchDomain", "false"),
         ("EsEndpoint", "https://search.example.com"),
         ("EsAuth", "basic"),
-        ("EsBasicAuthSecret", "taxi/search"),
+        ("EsBasicAuthSecret", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi/search-AbCdEf"),
     ],
     &[("CreateOpenSearchDomain", "false"), ("EsEndpoint", "https://x.aoss.amazonaws.com"), ("EsSigV4Service", "aoss")],
 ];
@@ -231,7 +231,9 @@ fn every_variable_the_functions_read_is_fed_by_a_parameter_and_their_defaults_ag
             };
             let (bare, _) = aggregate_config(&only(&aggregate_env, &["TABLE_NAME"]));
             assert_eq!(aggregate, bare.unwrap(), "aggregate: template defaults = the function's defaults");
-            let (bare, _) = close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH"]));
+            // The stack's replica count follows its domain (one node: 0); the function's default is the cluster's.
+            let (bare, _) =
+                close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH", "INDEX_REPLICAS"]));
             let bare = bare.unwrap();
             assert_eq!(close, bare, "close-windows: template defaults = the function's defaults");
         }
@@ -335,12 +337,6 @@ fn the_event_source_mapping_keeps_the_exactly_once_design() {
     assert_eq!(esm["BisectBatchOnFunctionError"].as_bool(), Some(true));
     assert_eq!(esm["StartingPosition"].as_str(), Some("TRIM_HORIZON"), "nothing written before the mapping is lost");
     assert!(matches!(tagged(&esm["Stream"]), Some(("GetAtt", s)) if text(s) == "TripStream.Arn"));
-    // Bounded retries and record age: parameters whose ranges exclude -1 (infinite).
-    for (property, min, max) in [("MaximumRetryAttempts", 0, 10_000), ("MaximumRecordAgeInSeconds", 60, 604_800)] {
-        let Some(("Ref", parameter)) = tagged(&esm[property]) else { panic!("{property} is a parameter") };
-        let p = &t["Parameters"][text(parameter)];
-        assert!(p["MinValue"].as_i64().unwrap() >= min && p["MaxValue"].as_i64().unwrap() <= max, "{property} bounded: {p:?}");
-    }
     for (property, max) in [("BatchSize", 10_000), ("MaximumBatchingWindowInSeconds", 300)] {
         let Some(("Ref", parameter)) = tagged(&esm[property]) else { panic!("{property} is a parameter") };
         assert!(t["Parameters"][text(parameter)]["MaxValue"].as_i64().unwrap() <= max, "{property}");
@@ -379,7 +375,8 @@ fn the_functions_are_built_by_cargo_lambda_for_the_chosen_architecture() {
         let code = text(&function["Properties"]["CodeUri"]);
         let manifest = std::fs::read_to_string(workspace_root().join(code).join("Cargo.toml")).expect("the function's Cargo.toml");
         assert!(manifest.contains(&format!("name = \"{binary}\"")), "{name}: {code} builds the binary {binary}");
-        assert!(manifest.contains("[package.metadata.lambda.deploy]"), "{name}: cargo lambda deploy metadata in {code}");
+        // The stack owns memory, timeout, log group and tags: `cargo lambda deploy` would reset them.
+        assert!(!manifest.contains("[package.metadata.lambda"), "{name}: no cargo lambda deploy settings in {code}");
     }
 }
 
@@ -405,7 +402,7 @@ fn the_table_matches_the_stores_and_every_store_is_encrypted() {
         assert_eq!(queue["Properties"]["SqsManagedSseEnabled"].as_bool(), Some(true), "{name}");
     }
     for (name, topic) in resources_of_type(&t, "AWS::SNS::Topic") {
-        assert!(topic["Properties"]["KmsMasterKeyId"].as_str().is_some(), "{name}");
+        assert!(!topic["Properties"]["KmsMasterKeyId"].is_null(), "{name}");
     }
     for (name, domain) in resources_of_type(&t, "AWS::OpenSearchService::Domain") {
         let p = &domain["Properties"];
@@ -451,9 +448,17 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
             for resource in alternatives(&statement["Resource"]) {
                 let mut texts = Vec::new();
                 strings(&resource, &mut texts);
-                assert!(!texts.is_empty() && tagged(&resource).is_some(), "{place}: resource {resource:?} names a resource of the stack");
+                let xray_only = actions.iter().all(|a| text(a).starts_with("xray:Put"));
+                assert!(
+                    !texts.is_empty() && (tagged(&resource).is_some() || xray_only),
+                    "{place}: resource {resource:?} names a resource of the stack"
+                );
                 let logs = actions.iter().all(|a| text(a).starts_with("logs:"));
-                if logs {
+                // X-Ray's write actions have no resource-level permissions (its IAM page): '*', and nothing else with it.
+                let xray = actions.iter().all(|a| ["xray:PutTraceSegments", "xray:PutTelemetryRecords"].contains(&text(a)));
+                if xray {
+                    assert_eq!(resource.as_str(), Some("*"), "{place}");
+                } else if logs {
                     // A log group's ARN ends in :* (its streams); it must be one of ours.
                     let Some(("GetAtt", target)) = tagged(&resource) else { panic!("{place}: logs on {resource:?}") };
                     let group = text(target).split('.').next().unwrap();
@@ -568,7 +573,21 @@ fn alarms_and_the_dashboard_use_metrics_the_functions_emit() {
             names.insert(name);
         }
     }
-    for needed in ["IteratorAge", "ApproximateNumberOfMessagesVisible", "Errors", "WatermarkLag", "DeadLetters"] {
+    // Besides the failures, what puts data at risk before it is lost: DynamoDB failing
+    // (retries, throttling) and the domain's health (red, writes blocked, disk filling).
+    for needed in [
+        "IteratorAge",
+        "ApproximateNumberOfMessagesVisible",
+        "Errors",
+        "WatermarkLag",
+        "DeadLetters",
+        "RetryRequested",
+        "WriteThrottleEvents",
+        "ReadThrottleEvents",
+        "ClusterStatus.red",
+        "ClusterIndexWritesBlocked",
+        "FreeStorageSpace",
+    ] {
         assert!(names.contains(needed), "an alarm on {needed}");
     }
     // The dashboard's own-namespace metrics, too.
@@ -604,4 +623,345 @@ fn outputs_name_the_stream_the_table_the_endpoints_and_the_replay_command() {
     assert!(command.starts_with("taxi-pipeline replay ") && command.contains("--stream ${TripStream}"), "{command}");
     let input = command.split_whitespace().nth(2).unwrap();
     assert!(workspace_root().join(input).is_file(), "the replayed file {input} is in the repository");
+}
+
+/// Alarm names of the stack, and whether each notifies the alarm topic when an e-mail is set.
+fn alarm_actions(t: &Value) -> BTreeMap<String, bool> {
+    let stack = Stack::new(t, &[("AlarmEmail", "ops@example.com")]);
+    resources_of_type(t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(name, alarm)| {
+            let actions = match tagged(&alarm["Properties"]["AlarmActions"]) {
+                Some(("If", args)) => {
+                    let args = args.as_sequence().unwrap();
+                    if stack.condition(text(&args[0])) {
+                        args[1].clone()
+                    } else {
+                        args[2].clone()
+                    }
+                }
+                _ => alarm["Properties"]["AlarmActions"].clone(),
+            };
+            let notifies = alternatives(&actions).iter().any(|a| matches!(tagged(a), Some(("Ref", r)) if text(r) == "AlarmTopic"));
+            (name.to_owned(), notifies)
+        })
+        .collect()
+}
+
+/// Discards lose data: a batch the mapping gives up on is below the shard's
+/// applied sequence and can never be aggregated again. Bad input never fails
+/// a batch, only infrastructure does, so by default the shard waits (-1 for
+/// both limits) and the iterator-age alarm pages; a limit a user sets is
+/// documented as a loss, and its alarm says so.
+#[test]
+fn the_mapping_blocks_the_shard_instead_of_discarding_and_a_discard_is_called_a_loss() {
+    let t = template();
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let esm = &t["Resources"]["AggregateFunction"]["Properties"]["Events"]["Trips"]["Properties"];
+    for property in ["MaximumRetryAttempts", "MaximumRecordAgeInSeconds"] {
+        let Some(("Ref", parameter)) = tagged(&esm[property]) else { panic!("{property} is a parameter") };
+        let parameter = text(parameter);
+        let p = &t["Parameters"][parameter];
+        assert_eq!(p["Default"].as_i64(), Some(-1), "{parameter}: no limit by default");
+        assert_eq!(p["MinValue"].as_i64(), Some(-1), "{parameter}: -1 allowed");
+        assert!(text(&p["Description"]).contains("DISCARDS"), "{parameter}: a limit is described as the loss it is");
+        let row = readme.lines().find(|l| l.starts_with(&format!("| `{parameter}` |"))).expect("a README row");
+        assert!(row.contains("| -1 |") && row.contains("lost"), "{parameter}: the README says a limit loses trips: {row}");
+    }
+    let Some(("Ref", age)) = tagged(&esm["MaximumRecordAgeInSeconds"]) else { unreachable!() };
+    assert!(t["Parameters"][text(age)]["MaxValue"].as_i64().unwrap() <= 604_800);
+    let alarms = alarm_actions(&t);
+    assert_eq!(alarms.get("IteratorAgeAlarm"), Some(&true), "a blocked shard pages through the iterator age");
+    assert_eq!(alarms.get("FailureQueueAlarm"), Some(&true), "a discard pages");
+    assert!(text(&t["Resources"]["FailureQueueAlarm"]["Properties"]["AlarmDescription"]).contains("LOST"));
+}
+
+/// CloudWatch can publish to an encrypted topic only if the key policy lets
+/// it, which the AWS-managed SNS key's does not: the topic's key is one of the
+/// stack's, granting CloudWatch what publishing needs, and every alarm notifies it.
+#[test]
+fn alarm_e_mails_can_be_delivered() {
+    let t = template();
+    let topics = resources_of_type(&t, "AWS::SNS::Topic");
+    assert_eq!(topics.len(), 1);
+    for (name, topic) in topics {
+        let key = &topic["Properties"]["KmsMasterKeyId"];
+        if key.is_null() {
+            continue; // no SSE: CloudWatch can publish
+        }
+        let Some(("Ref", key)) = tagged(key) else { panic!("{name}: a key of the stack, not an AWS-managed alias: {key:?}") };
+        let key = &t["Resources"][text(key)];
+        assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"), "{name}");
+        assert_eq!(key["Properties"]["EnableKeyRotation"].as_bool(), Some(true), "{name}: key rotation");
+        let granted: BTreeSet<String> = alternatives(&key["Properties"]["KeyPolicy"]["Statement"])
+            .iter()
+            .filter(|s| s["Effect"].as_str() == Some("Allow") && s["Principal"]["Service"].as_str() == Some("cloudwatch.amazonaws.com"))
+            .flat_map(|s| alternatives(&s["Action"]))
+            .map(|a| text(&a).to_owned())
+            .collect();
+        for needed in ["kms:Decrypt", "kms:GenerateDataKey"] {
+            assert!(
+                granted.iter().any(|g| g == needed || (g.ends_with('*') && needed.starts_with(g.trim_end_matches('*')))),
+                "{name}: CloudWatch may {needed}: {granted:?}"
+            );
+        }
+    }
+    for (alarm, notifies) in alarm_actions(&t) {
+        assert!(notifies, "{alarm} reaches a person when AlarmEmail is set");
+    }
+}
+
+/// Lambda files a JSON log line without a "level" key as INFO
+/// (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html),
+/// and drops it under a stricter application log level: the EMF lines, the only
+/// source of the custom metrics, must pass at every level the stack allows. The
+/// START / REPORT system lines (init duration, max memory used) are INFO too.
+#[test]
+fn metric_lines_and_report_lines_survive_every_allowed_log_level() {
+    const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    let rank = |level: &str| LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level)).unwrap_or_else(|| panic!("level {level}"));
+    let t = template();
+    let batch = taxi_core::metrics::BatchMetrics::default();
+    let report = taxi_core::closer::CloseReport::default();
+    for line in [batch.to_emf("N", "f", 0), taxi_core::metrics::close_report_emf(&report, "N", "f", 0)] {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let level =
+            line.get("level").and_then(|l| l.as_str()).filter(|l| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l))).unwrap_or("INFO");
+        for allowed in alternatives(&t["Parameters"]["LogLevel"]["AllowedValues"]) {
+            assert!(rank(level) >= rank(text(&allowed)), "LogLevel {allowed:?} drops the EMF lines (level {level})");
+        }
+    }
+    for function in ["AggregateFunction", "CloseWindowsFunction"] {
+        let logging = &t["Resources"][function]["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{function}: level filtering needs JSON");
+        assert!(matches!(tagged(&logging["ApplicationLogLevel"]), Some(("Ref", p)) if text(p) == "LogLevel"), "{function}");
+        let system = text(&logging["SystemLogLevel"]);
+        assert!(rank(system) <= rank("INFO"), "{function}: SystemLogLevel {system} drops the START and REPORT lines");
+    }
+}
+
+/// OpenSearch Dashboards for a CIDR: never a wide one, only the Dashboards
+/// paths (no index writes), and the domain's error logs published.
+#[test]
+fn the_dashboard_grant_is_narrow_and_the_domain_logs_its_errors() {
+    let t = template();
+    let pattern = regex_lite::Regex::new(text(&t["Parameters"]["DashboardClientCidr"]["AllowedPattern"])).expect("a regular expression");
+    for good in ["", "203.0.113.7/32", "198.51.100.0/24"] {
+        assert!(pattern.is_match(good), "{good:?} is accepted");
+    }
+    for wide in ["0.0.0.0/0", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.51.0.0/23"] {
+        assert!(!pattern.is_match(wide), "{wide} is refused");
+    }
+    let domain = &t["Resources"]["OpenSearchDomain"]["Properties"];
+    let anonymous: Vec<Value> =
+        alternatives(&domain["AccessPolicies"]["Statement"]).into_iter().filter(|s| s["Principal"]["AWS"].as_str() == Some("*")).collect();
+    assert_eq!(anonymous.len(), 1);
+    let actions: BTreeSet<String> = alternatives(&anonymous[0]["Action"]).iter().map(|a| text(a).to_owned()).collect();
+    for write in ["es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch", "es:*"] {
+        assert!(!actions.contains(write), "anonymous {write}");
+    }
+    let mut resources = Vec::new();
+    strings(&anonymous[0]["Resource"], &mut resources);
+    assert!(!resources.is_empty());
+    for resource in resources {
+        let path = resource.split_once("domain/${OpenSearchDomainName}").map(|(_, p)| p).unwrap_or_else(|| panic!("{resource}"));
+        assert!(path == "/_dashboards" || path == "/_dashboards/*", "anonymous access to {path}");
+    }
+    let errors = &domain["LogPublishingOptions"]["ES_APPLICATION_LOGS"];
+    assert_eq!(errors["Enabled"].as_bool(), Some(true), "error logs");
+    let Some(("GetAtt", group)) = tagged(&errors["CloudWatchLogsLogGroupArn"]) else { panic!("a log group of the stack") };
+    let group = text(group).split('.').next().unwrap();
+    assert_eq!(t["Resources"][group]["Type"].as_str(), Some("AWS::Logs::LogGroup"));
+    assert_eq!(resources_of_type(&t, "AWS::Logs::ResourcePolicy").len(), 1, "OpenSearch may write to it");
+}
+
+/// A crashed close pass is not retried on top of the next scheduled one.
+#[test]
+fn the_close_schedule_does_not_retry_a_crashed_pass() {
+    let t = template();
+    let close = &t["Resources"]["CloseWindowsFunction"]["Properties"];
+    assert_eq!(close["EventInvokeConfig"]["MaximumRetryAttempts"].as_i64(), Some(0), "no asynchronous retries");
+    let age = close["EventInvokeConfig"]["MaximumEventAgeInSeconds"].as_i64().expect("a maximum event age");
+    assert!((60..=120).contains(&age), "an event older than the schedule's period is dropped: {age}");
+    for (name, event) in close["Events"].as_mapping().unwrap() {
+        if event["Type"].as_str() == Some("Schedule") {
+            assert_eq!(event["Properties"]["RetryPolicy"]["MaximumRetryAttempts"].as_i64(), Some(0), "{name:?}");
+        }
+    }
+}
+
+/// Amazon OpenSearch Service refuses request bodies over 10 MiB on the small
+/// and medium instance types the template offers.
+#[test]
+fn bulk_requests_fit_every_offered_domain() {
+    let t = template();
+    assert!(t["Parameters"]["BulkMaxBytes"]["MaxValue"].as_i64().unwrap() <= 10 * 1024 * 1024);
+}
+
+/// The README's deploy path is `make build`, `make deploy`, `make delete`: the
+/// pinned SAM CLI of `make deploy-tools` (not on `PATH`), stack parameters
+/// where both `sam build` and `sam deploy` read them, and a check that the
+/// built binaries are for the stack's `Architecture`.
+#[test]
+fn the_deploy_path_is_make_targets_sharing_one_set_of_parameters() {
+    let root = workspace_root();
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let makefile = read("Makefile");
+    let recipe = |target: &str| -> Vec<String> {
+        let mut lines = makefile.lines().skip_while(|l| !l.starts_with(&format!("{target}:"))).skip(1);
+        let mut recipe = Vec::new();
+        while let Some(line) = lines.next().filter(|l| l.starts_with('\t')) {
+            recipe.push(line.trim().to_owned());
+        }
+        assert!(!recipe.is_empty(), "a make target {target}");
+        recipe
+    };
+    for target in ["build", "deploy", "delete"] {
+        assert!(recipe(target).iter().any(|l| l.starts_with(&format!("$(SAM) {target}"))), "make {target} runs the pinned sam {target}");
+    }
+    assert!(makefile.contains("SAM := SAM_CLI_TELEMETRY=0 PATH=\"$(CURDIR)/$(DEPLOY_TOOLS)/bin:$$PATH\" sam"));
+    for target in ["build", "deploy"] {
+        assert!(
+            recipe(target).iter().any(|l| l.contains("deploy_check.py architecture")),
+            "make {target} checks the binaries' architecture"
+        );
+    }
+    // samconfig.toml: parameter overrides only where build and deploy both read them.
+    let mut section = String::new();
+    let mut global_overrides = false;
+    for line in read("samconfig.toml").lines() {
+        if line.starts_with('[') {
+            section = line.trim().to_owned();
+        } else if line.trim_start().starts_with("parameter_overrides") {
+            assert_eq!(section, "[default.global.parameters]", "parameter_overrides under {section}, which only one command reads");
+            global_overrides = true;
+        }
+    }
+    assert!(global_overrides, "samconfig.toml shows where the parameters go");
+    // The README's deploy section runs no bare `sam` (not on a new user's PATH) and names the minimum version.
+    let readme = read("README.md");
+    let deploy = readme.split("## Deploy on AWS").nth(1).expect("a deploy section").split("\n## ").next().unwrap();
+    for line in deploy.lines().map(str::trim) {
+        assert!(!(line.starts_with("sam ") || line.starts_with("$ sam ")), "a bare sam command in the README: {line}");
+    }
+    assert!(deploy.contains("make build") && deploy.contains("make deploy") && deploy.contains("make delete"));
+    let pinned =
+        read("requirements-deploy.txt").lines().find_map(|l| l.strip_prefix("aws-sam-cli==")).expect("a pinned SAM CLI").to_owned();
+    assert!(deploy.contains(&format!("AWS SAM CLI {pinned}")), "the README states the SAM CLI version {pinned}");
+    // Build outputs are ignored wherever a target/ appears (cargo lambda, sam build).
+    assert!(read(".gitignore").lines().any(|l| l.trim() == "target/"), ".gitignore ignores target/ at any depth");
+}
+
+/// A basic-auth password is read by the function at start-up from the secret's
+/// ARN (the one resource its role may read), never resolved into its
+/// environment, where anyone who may read the function's configuration sees it.
+#[test]
+fn the_basic_auth_secret_is_read_at_start_up_not_resolved_into_the_environment() {
+    let t = template();
+    let mut all = Vec::new();
+    strings(&t, &mut all);
+    assert!(!all.iter().any(|s| s.contains("{{resolve:secretsmanager")), "no dynamic reference to a secret");
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi/search-AbCdEf";
+    let basic = [
+        ("CreateOpenSearchDomain", "false"),
+        ("EsEndpoint", "https://search.example.com"),
+        ("EsAuth", "basic"),
+        ("EsBasicAuthSecret", arn),
+    ];
+    let stack = Stack::new(&t, &basic);
+    let env = stack.environment("CloseWindowsFunction");
+    assert_eq!(env.get("ES_BASIC_AUTH_SECRET").map(String::as_str), Some(arn));
+    assert!(!env.contains_key("ES_PASSWORD") && !env.contains_key("ES_USERNAME"));
+    let (config, _) = close_windows_config(&env);
+    assert_eq!(config.unwrap().search.auth, taxi_aws::config::SearchAuthMode::BasicFromSecret { secret_id: arn.to_owned() });
+    // The role may read that secret, and only with basic auth.
+    let role = &t["Resources"]["CloseWindowsRole"]["Properties"]["Policies"];
+    let grants: Vec<(String, Value)> = role
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| match tagged(p) {
+            Some(("If", args)) => {
+                let args = args.as_sequence().unwrap();
+                Some((text(&args[0]).to_owned(), args[1].clone()))
+            }
+            _ => None,
+        })
+        .filter(|(_, p)| {
+            alternatives(&p["PolicyDocument"]["Statement"]).iter().any(|s| s["Action"].as_str() == Some("secretsmanager:GetSecretValue"))
+        })
+        .collect();
+    assert_eq!(grants.len(), 1, "one grant of GetSecretValue");
+    assert!(Stack::new(&t, &basic).condition(&grants[0].0), "granted with basic auth");
+    assert!(!Stack::new(&t, &[]).condition(&grants[0].0), "and only then");
+    let statement = &alternatives(&grants[0].1["PolicyDocument"]["Statement"])[0];
+    assert!(matches!(tagged(&statement["Resource"]), Some(("Ref", p)) if text(p) == "EsBasicAuthSecret"), "on the secret's ARN only");
+    let pattern = regex_lite::Regex::new(text(&t["Parameters"]["EsBasicAuthSecret"]["AllowedPattern"])).unwrap();
+    assert!(pattern.is_match(arn) && pattern.is_match(""));
+    assert!(!pattern.is_match("taxi/search"), "a name is refused: the grant needs the ARN");
+    // Basic auth over http:// is refused at start-up.
+    let plain = Stack::new(
+        &t,
+        &[
+            ("CreateOpenSearchDomain", "false"),
+            ("EsEndpoint", "http://search.example.com"),
+            ("EsAuth", "basic"),
+            ("EsBasicAuthSecret", arn),
+        ],
+    );
+    let (config, _) = close_windows_config(&plain.environment("CloseWindowsFunction"));
+    assert!(config.unwrap_err().contains("in clear"));
+}
+
+/// Tags on every resource from one place (the stack's tags, which CloudFormation
+/// propagates), and X-Ray as an option that grants what tracing needs.
+#[test]
+fn stack_tags_and_optional_tracing() {
+    let t = template();
+    let samconfig = std::fs::read_to_string(workspace_root().join("samconfig.toml")).expect("samconfig.toml");
+    let deploy = samconfig.split("\n[default.deploy.parameters]\n").nth(1).expect("deploy settings").split("\n[").next().unwrap();
+    assert!(deploy.lines().any(|l| l.starts_with("tags = ")), "stack tags for sam deploy");
+    assert!(matches!(tagged(&t["Globals"]["Function"]["Tracing"]), Some(("Ref", p)) if text(p) == "Tracing"));
+    assert_eq!(t["Parameters"]["Tracing"]["Default"].as_str(), Some("PassThrough"));
+    for role in ["AggregateRole", "CloseWindowsRole"] {
+        let granted = |overrides: &[(&str, &str)]| -> bool {
+            let stack = Stack::new(&t, overrides);
+            t["Resources"][role]["Properties"]["Policies"].as_sequence().unwrap().iter().any(|p| {
+                let policy = match tagged(p) {
+                    Some(("If", args)) => {
+                        let args = args.as_sequence().unwrap();
+                        if stack.condition(text(&args[0])) {
+                            args[1].clone()
+                        } else {
+                            args[2].clone()
+                        }
+                    }
+                    _ => p.clone(),
+                };
+                let mut actions = Vec::new();
+                strings(&policy, &mut actions);
+                actions.iter().any(|a| a == "xray:PutTraceSegments")
+            })
+        };
+        assert!(granted(&[("Tracing", "Active")]), "{role} may write traces when tracing is active");
+        assert!(!granted(&[]), "{role}: no X-Ray grant without tracing");
+    }
+}
+
+/// A replica count that matches the domain: 0 on the default one-node domain
+/// (a replica there is never assigned: the cluster stays yellow), refused by a
+/// rule otherwise, and given to the closer's index templates.
+#[test]
+fn the_replica_count_matches_the_domain() {
+    let t = template();
+    assert_eq!(t["Parameters"]["IndexReplicas"]["Default"].as_i64(), Some(0));
+    assert_eq!(t["Parameters"]["OpenSearchInstanceCount"]["Default"].as_i64(), Some(1));
+    let env = Stack::new(&t, &[("IndexReplicas", "2"), ("OpenSearchInstanceCount", "3")]).environment("CloseWindowsFunction");
+    assert_eq!(close_windows_config(&env).0.unwrap().index_replicas, Some(2));
+    let rule = &t["Rules"]["OneNodeHasNoReplicas"];
+    let mut texts = Vec::new();
+    strings(rule, &mut texts);
+    for name in ["CreateOpenSearchDomain", "OpenSearchInstanceCount", "IndexReplicas"] {
+        assert!(texts.iter().any(|s| s == name), "the rule reads {name}");
+    }
 }

@@ -26,6 +26,9 @@ pub enum Command {
     Batch(crate::batch::BatchArgs),
     /// Serve the live dashboard (map of hot spots, airport chart, status) from an Elasticsearch / OpenSearch endpoint.
     Dashboard(crate::dashboard::DashboardArgs),
+    /// Recompute the documents of the input with batch mode and compare them with the indices at
+    /// --es-endpoint, window by window; exit 0 only when they agree (batch's flags; --output does not apply).
+    Verify(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +47,7 @@ pub struct ReplayArgs {
     /// Event time runs this many times faster than wall time; 0 sends as fast as possible.
     #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
     pub speedup: f64,
-    /// Keep the historic times, or shift them so the replay starts now.
+    /// Keep the historic times, or stamp each trip at the wall time it is sent (live-looking dashboards).
     #[arg(long, value_enum, default_value_t = TimeModeArg::Original)]
     pub time_mode: TimeModeArg,
     /// Tile the input this many times in event time, each copy after the previous (load tests).
@@ -84,6 +87,15 @@ pub enum InputFormat {
 pub enum TimeModeArg {
     Original,
     Now,
+}
+
+impl From<TimeModeArg> for taxi_core::replay::schedule::TimeMode {
+    fn from(arg: TimeModeArg) -> Self {
+        match arg {
+            TimeModeArg::Original => Self::Original,
+            TimeModeArg::Now => Self::Now,
+        }
+    }
 }
 
 pub(crate) fn non_negative(text: &str) -> Result<f64, String> {

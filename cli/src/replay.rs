@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use taxi_aws::kinesis_writer::{KinesisWriter, OutRecord, PutEntry, RecordStream, WriterConfig, WriterReport, WriterStats};
 use taxi_core::replay::reorder::ReorderBuffer;
-use taxi_core::replay::schedule::{Schedule, Tiling, TimeMode};
+use taxi_core::replay::schedule::{Schedule, Stamps, Tiling, TimeMode};
 use taxi_core::replay::trip::{ReplayTrip, SkipCounts, SkipReason};
 use taxi_core::time::{EventTime, WallTime};
 
@@ -143,10 +143,10 @@ fn span_of(options: &FeedOptions) -> Result<Tiling, InputError> {
     Ok(range.map_or(Tiling::new(EventTime(0), EventTime(0)), |(lo, hi)| Tiling::new(lo, hi)))
 }
 
-/// Time shift and schedule, fixed by the first trip released.
+/// The schedule, fixed by the first trip released, and the time stamps.
 struct Timing {
-    shift_s: i64,
     schedule: Schedule,
+    stamps: Stamps,
 }
 
 struct Pacer<'a> {
@@ -159,13 +159,9 @@ struct Pacer<'a> {
 impl Pacer<'_> {
     fn release(&mut self, trip: ReplayTrip, deliver: &mut impl FnMut(Vec<OutRecord>) -> ControlFlow<()>) -> ControlFlow<()> {
         let (speedup, mode) = (self.options.speedup, self.options.time_mode);
-        let timing = self.timing.get_or_insert_with(|| {
-            let now = WallTime::now();
-            let shift_s = mode.shift(trip.dropoff, now);
-            Timing { shift_s, schedule: Schedule::new(speedup, trip.dropoff.plus_seconds(shift_s), now) }
-        });
-        let id = trip.event.trip_id;
-        let trip = trip.shifted(timing.shift_s, id);
+        let timing = self
+            .timing
+            .get_or_insert_with(|| Timing { schedule: Schedule::new(speedup, trip.dropoff, WallTime::now()), stamps: Stamps::new(mode) });
         let due = timing.schedule.due(trip.dropoff);
         let ahead_ms = due.0 - WallTime::now().0;
         if ahead_ms > 0 {
@@ -173,7 +169,12 @@ impl Pacer<'_> {
             self.flush(deliver)?;
             std::thread::sleep(Duration::from_millis(ahead_ms as u64));
         }
-        self.stats.lag_ms.store(Schedule::lag(due, WallTime::now()).as_millis() as u64, Ordering::Relaxed);
+        let now = WallTime::now();
+        let timing = self.timing.as_mut().expect("set above");
+        let id = trip.event.trip_id;
+        let shift = timing.stamps.shift(trip.dropoff, now);
+        let trip = trip.shifted(shift, id);
+        self.stats.lag_ms.store(Schedule::lag(due, now).as_millis() as u64, Ordering::Relaxed);
         self.stats.position.store(trip.dropoff.0, Ordering::Relaxed);
         self.chunk.push(encode(&trip));
         if self.chunk.len() >= CHUNK {

@@ -1,7 +1,8 @@
 //! An HTTP proxy in front of a real search endpoint that injects the failures
 //! Elasticsearch shows under load: in the first `failing_requests` `_bulk`
 //! requests, every other document is refused with a per-item 429 (and not
-//! forwarded); everything else passes through unchanged.
+//! forwarded); everything else passes through unchanged. Or, as an endpoint
+//! without aggregations, one that refuses every `_search` ([`start_without_search`]).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ struct ProxyState {
     upstream: String,
     http: reqwest::Client,
     failing_requests: u64,
+    refuse_search: bool,
     bulk_requests: AtomicU64,
     refused: Arc<AtomicU64>,
 }
@@ -29,11 +31,22 @@ pub struct FaultProxy {
 }
 
 pub async fn start(upstream: &str, failing_requests: u64) -> FaultProxy {
+    serve(upstream, failing_requests, false).await
+}
+
+/// Indexing passes through; every `_search` is refused with a 400, as by an
+/// endpoint that does not support the aggregations asked for.
+pub async fn start_without_search(upstream: &str) -> FaultProxy {
+    serve(upstream, 0, true).await
+}
+
+async fn serve(upstream: &str, failing_requests: u64, refuse_search: bool) -> FaultProxy {
     let refused = Arc::new(AtomicU64::new(0));
     let state = Arc::new(ProxyState {
         upstream: upstream.to_owned(),
         http: reqwest::Client::new(),
         failing_requests,
+        refuse_search,
         bulk_requests: AtomicU64::new(0),
         refused: refused.clone(),
     });
@@ -53,6 +66,10 @@ async fn handle(State(state): State<Arc<ProxyState>>, method: Method, uri: Uri, 
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
     let is_bulk = uri.path() == "/_bulk";
+    if state.refuse_search && uri.path().ends_with("/_search") {
+        let error = json!({"error": {"type": "illegal_argument_exception", "reason": "aggregations are not supported (injected by the test proxy)"}, "status": 400});
+        return (StatusCode::BAD_REQUEST, [("content-type", "application/json")], error.to_string()).into_response();
+    }
     if is_bulk && state.bulk_requests.fetch_add(1, Ordering::SeqCst) < state.failing_requests {
         return refuse_half(&state, body).await;
     }

@@ -132,16 +132,25 @@ pub fn batch_settings(args: &BatchArgs, env: impl Fn(&str) -> Option<String>, no
 }
 
 /// The search sink of `--es-endpoint`, configured from the close-windows function's variables.
-async fn search_sink(endpoint: &str, documents: &DocumentSettings, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<SearchSink> {
+pub(crate) async fn search_sink(
+    endpoint: &str,
+    documents: &DocumentSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<SearchSink> {
     let lookup = |name: &str| if name == "ES_ENDPOINT" { Some(endpoint.to_owned()) } else { env(name) };
-    let config = SearchEndpointConfig::from_reader(&EnvReader::new(lookup)).map_err(|e| match e.variable.as_str() {
+    let mut config = SearchEndpointConfig::from_reader(&EnvReader::new(lookup)).map_err(|e| match e.variable.as_str() {
         "ES_ENDPOINT" => anyhow::anyhow!("--es-endpoint {:?} is invalid: {}", e.value, e.expected),
         _ => e.into(),
     })?;
     let sdk = match config.auth {
-        SearchAuthMode::SigV4 { .. } => Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
+        SearchAuthMode::SigV4 { .. } | SearchAuthMode::BasicFromSecret { .. } => {
+            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        }
         _ => None,
     };
+    if let Some(sdk) = &sdk {
+        config.read_secret(sdk).await?;
+    }
     Ok(SearchSink::new(config.sink_config(documents.clone(), sdk.as_ref()).map_err(anyhow::Error::msg)?)?)
 }
 

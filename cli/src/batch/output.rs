@@ -38,7 +38,8 @@ pub struct Delivered {
 
 pub enum Output {
     Ndjson { path: PathBuf, writer: BufWriter<Box<dyn Write + Send>>, delivered: Delivered },
-    Search { sink: SearchSink, runtime: tokio::runtime::Handle, pending: Vec<Document>, delivered: Delivered },
+    // Boxed: the sink is several times the size of the NDJSON writer.
+    Search { sink: Box<SearchSink>, runtime: tokio::runtime::Handle, pending: Vec<Document>, delivered: Delivered },
 }
 
 impl Output {
@@ -54,7 +55,7 @@ impl Output {
 
     /// Into the sink's endpoint; `runtime` drives its requests from the merging thread.
     pub fn search(sink: SearchSink, runtime: tokio::runtime::Handle) -> Output {
-        Output::Search { sink, runtime, pending: Vec::new(), delivered: Delivered::default() }
+        Output::Search { sink: Box::new(sink), runtime, pending: Vec::new(), delivered: Delivered::default() }
     }
 
     /// Takes the documents of finished windows; the search endpoint gets them

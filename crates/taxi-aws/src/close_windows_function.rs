@@ -84,7 +84,9 @@ pub fn closer_from_config(
     clients: &AwsClients,
     owner: String,
 ) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
-    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?).map_err(|e| e.to_string())?;
+    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?)
+        .map_err(|e| e.to_string())?
+        .with_replicas(config.index_replicas);
     Ok(Closer {
         store: DynamoStore::new(clients.dynamodb.clone(), config.table_name.clone()),
         shards: KinesisShards { client: clients.kinesis.clone(), stream: config.stream_name.clone() },
@@ -113,13 +115,17 @@ fn invocation_deadline(given_ms: i64, now: WallTime, repeat: Repeat) -> WallTime
 /// The Lambda entry point.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     init_lambda_logging();
-    let config = CloseWindowsConfig::from_env().map_err(|e| {
+    let mut config = CloseWindowsConfig::from_env().map_err(|e| {
         tracing::error!("{e}");
         e.to_string()
     })?;
     // The execution environment's log stream is unique: a good lease owner.
     let owner = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| format!("close-windows-{}", fastrand::u64(..)));
     let clients = AwsClients::new(sdk_config(config.dynamodb_max_attempts).await);
+    config.search.read_secret(&clients.sdk).await.map_err(|e| {
+        tracing::error!("{e}");
+        e.to_string()
+    })?;
     let closer = closer_from_config(&config, &clients, owner).map_err(|e| {
         tracing::error!("{e}");
         e

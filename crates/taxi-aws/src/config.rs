@@ -128,8 +128,18 @@ mod tests {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SearchAuthMode {
     None,
-    Basic { username: String, password: String },
-    SigV4 { service: SigV4Service },
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// Basic auth with the credentials of a Secrets Manager secret, read at
+    /// start-up ([`SearchEndpointConfig::read_secret`]).
+    BasicFromSecret {
+        secret_id: String,
+    },
+    SigV4 {
+        service: SigV4Service,
+    },
 }
 
 impl SearchAuthMode {
@@ -140,6 +150,7 @@ impl SearchAuthMode {
         Ok(match self {
             SearchAuthMode::None => SearchAuth::None,
             SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
+            SearchAuthMode::BasicFromSecret { secret_id } => return Err(format!("the basic-auth secret {secret_id} has not been read")),
             SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
                 service: *service,
                 region: sdk.and_then(|sdk| sdk.region()).map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
@@ -155,8 +166,9 @@ impl SearchAuthMode {
 pub struct SearchEndpointConfig {
     /// `ES_ENDPOINT` (required): `https://host[:port]`, kept without a trailing slash.
     pub endpoint: String,
-    /// `ES_AUTH` (none, basic or sigv4, default none), with `ES_USERNAME` and
-    /// `ES_PASSWORD` for basic, `ES_SIGV4_SERVICE` (es or aoss, default es) for sigv4.
+    /// `ES_AUTH` (none, basic or sigv4, default none), with `ES_BASIC_AUTH_SECRET`
+    /// (a Secrets Manager secret ARN) or else `ES_USERNAME` and `ES_PASSWORD` for
+    /// basic (over https:// only), `ES_SIGV4_SERVICE` (es or aoss, default es) for sigv4.
     pub auth: SearchAuthMode,
     /// `BULK_MAX_BYTES` (default 5 MiB), `BULK_MAX_DOCUMENTS` (default 1000).
     pub limits: BulkLimits,
@@ -179,9 +191,19 @@ impl SearchEndpointConfig {
             });
         }
         let auth = match env.choice("ES_AUTH", "none", &["none", "basic", "sigv4"])? {
-            "basic" => SearchAuthMode::Basic {
-                username: env.required("ES_USERNAME", "the user name for basic auth")?,
-                password: env.required("ES_PASSWORD", "the password for basic auth")?,
+            "basic" if !endpoint.starts_with("https://") => {
+                return Err(ConfigError {
+                    variable: "ES_ENDPOINT".into(),
+                    value: endpoint,
+                    expected: "expected an https:// URL with ES_AUTH=basic (over http:// the password would travel in clear)".into(),
+                })
+            }
+            "basic" => match Some(env.string("ES_BASIC_AUTH_SECRET", "")).filter(|s| !s.is_empty()) {
+                Some(secret_id) => SearchAuthMode::BasicFromSecret { secret_id },
+                None => SearchAuthMode::Basic {
+                    username: env.required("ES_USERNAME", "the user name for basic auth (or set ES_BASIC_AUTH_SECRET)")?,
+                    password: env.required("ES_PASSWORD", "the password for basic auth (or set ES_BASIC_AUTH_SECRET)")?,
+                },
             },
             "sigv4" => SearchAuthMode::SigV4 {
                 service: match env.choice("ES_SIGV4_SERVICE", "es", &["es", "aoss"])? {
@@ -201,6 +223,16 @@ impl SearchEndpointConfig {
             gzip: env.flag("ES_GZIP", true)?,
             tls_skip_verify: env.flag("ES_TLS_SKIP_VERIFY", false)?,
         })
+    }
+
+    /// With `ES_BASIC_AUTH_SECRET`, reads the secret's credentials (the region
+    /// and credentials of `sdk`); other modes are left as they are.
+    pub async fn read_secret(&mut self, sdk: &aws_config::SdkConfig) -> Result<(), crate::secrets::SecretError> {
+        if let SearchAuthMode::BasicFromSecret { secret_id } = &self.auth {
+            let basic = crate::secrets::read_basic_credentials(sdk, secret_id).await?;
+            self.auth = SearchAuthMode::Basic { username: basic.username, password: basic.password };
+        }
+        Ok(())
     }
 
     /// The search sink's configuration for these documents (`sdk` as for [`SearchAuthMode::resolve`]).
@@ -240,6 +272,10 @@ pub struct CloseWindowsConfig {
     pub keep_running_s: u64,
     pub metrics_namespace: String,
     pub dynamodb_max_attempts: u32,
+    /// `INDEX_REPLICAS` (0 to 15; unset: the cluster's default): replicas of
+    /// each index, set in the index templates. A one-node cluster needs 0, or
+    /// the replicas are never assigned and the cluster stays yellow.
+    pub index_replicas: Option<u32>,
 }
 
 impl CloseWindowsConfig {
@@ -266,6 +302,10 @@ impl CloseWindowsConfig {
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
             metrics_namespace: env.string("METRICS_NAMESPACE", "TaxiPipeline"),
             dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 5u32, 1, 10)?,
+            index_replicas: match env.string("INDEX_REPLICAS", "").as_str() {
+                "" => None,
+                _ => Some(env.number("INDEX_REPLICAS", 0u32, 0, 15)?),
+            },
         })
     }
 }
@@ -320,6 +360,28 @@ mod close_windows_tests {
         ]))
         .unwrap_err();
         assert_eq!(err.variable, "ES_USERNAME");
+        let secret = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "https://x"),
+            ("ES_AUTH", "basic"),
+            ("ES_BASIC_AUTH_SECRET", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi-AbCdEf"),
+        ]))
+        .unwrap();
+        let secret_id = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi-AbCdEf".to_owned();
+        assert_eq!(secret.search.auth, SearchAuthMode::BasicFromSecret { secret_id: secret_id.clone() });
+        assert!(secret.search.auth.resolve(None).unwrap_err().contains(&secret_id), "not used before it is read");
+        let err = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "http://search.example.com"),
+            ("ES_AUTH", "basic"),
+            ("ES_USERNAME", "u"),
+            ("ES_PASSWORD", "p"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "ES_ENDPOINT");
+        assert!(err.to_string().contains("in clear"), "basic auth over http:// is refused: {err}");
         let err =
             CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s"), ("ES_ENDPOINT", "ftp://x")])).unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");

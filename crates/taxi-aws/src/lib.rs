@@ -4,6 +4,7 @@
 //! - [`kinesis`]: the shard set of a stream.
 //! - [`sdk`]: brief messages for AWS SDK errors.
 //! - [`search`]: the Elasticsearch / OpenSearch sink (bulk, retries, SigV4).
+//! - [`secrets`]: basic-auth credentials from Secrets Manager, read at start-up.
 //! - [`kinesis_writer`]: the producer's PutRecords writer with per-shard watermarks.
 //! - [`config`]: the functions' configuration from environment variables.
 //! - [`aggregate_function`]: the Kinesis-fed Lambda handler.
@@ -18,4 +19,5 @@ pub mod kinesis;
 pub mod kinesis_writer;
 pub mod sdk;
 pub mod search;
+pub mod secrets;
 pub mod telemetry;

@@ -73,6 +73,7 @@ pub struct SearchSink {
     http: reqwest::Client,
     config: SearchConfig,
     templates: OnceCell<()>,
+    replicas: Option<u32>,
 }
 
 impl SearchSink {
@@ -82,7 +83,13 @@ impl SearchSink {
             .danger_accept_invalid_certs(config.tls_skip_verify)
             .build()
             .map_err(|e| SinkError::Refused(format!("building the HTTP client: {e}")))?;
-        Ok(SearchSink { http, config, templates: OnceCell::new() })
+        Ok(SearchSink { http, config, templates: OnceCell::new(), replicas: None })
+    }
+
+    /// Index templates that set this many replicas (`None`: the cluster's default).
+    pub fn with_replicas(mut self, replicas: Option<u32>) -> SearchSink {
+        self.replicas = replicas;
+        self
     }
 
     pub fn config(&self) -> &SearchConfig {
@@ -106,7 +113,7 @@ impl SearchSink {
             SearchAuth::SigV4 { service, region, credentials } => {
                 let credentials = credentials.provide_credentials().await.map_err(|e| format!("no AWS credentials for SigV4: {e}"))?;
                 let unsigned: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                let signer = sigv4::Signer { service: *service, region, credentials: &credentials };
+                let signer = sigv4::Signer { service: service.name(), region, credentials: &credentials };
                 let signed = signer.headers(method.as_str(), &url, &unsigned, &body, SystemTime::now()).map_err(|e| e.to_string())?;
                 headers.extend(signed);
             }
@@ -127,7 +134,10 @@ impl SearchSink {
     async fn ensure_templates(&self) -> Result<(), SinkError> {
         self.templates
             .get_or_try_init(|| async {
-                for (name, body) in index_templates(&self.config.documents) {
+                for (name, mut body) in index_templates(&self.config.documents) {
+                    if let Some(replicas) = self.replicas {
+                        body["template"]["settings"] = serde_json::json!({"index": {"number_of_replicas": replicas}});
+                    }
                     let path = format!("/_index_template/{name}");
                     match self.send(Method::PUT, &path, "application/json", body.to_string().into_bytes()).await {
                         Ok((200..=299, _)) => {}

@@ -33,19 +33,43 @@ impl Schedule {
     }
 }
 
-/// Whether event times stay historic or move so the replay starts now.
+/// Whether event times stay historic or follow the wall clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeMode {
     Original,
+    /// Live-looking replays: each trip is stamped at the wall time it is sent.
     Now,
 }
 
-impl TimeMode {
-    /// Seconds to add to every event time, decided by the first trip released.
-    pub fn shift(self, first_dropoff: EventTime, now: WallTime) -> i64 {
-        match self {
+/// The time shift of each trip released, by the [`TimeMode`].
+///
+/// In `Now` mode a trip's dropoff becomes the wall-clock second it is handed
+/// to the writer (its pickup keeps the trip's duration), never earlier than
+/// the trip before it: dropoff order is kept, and neither a trip nor a
+/// watermark (the tracker's, from these dropoffs) is ever later than the wall
+/// clock, at any speedup. A constant shift would not do: at a speedup of 60,
+/// event time would run an hour ahead of the clock every minute, past the
+/// aggregate function's future tolerance within seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamps {
+    mode: TimeMode,
+    last: Option<EventTime>,
+}
+
+impl Stamps {
+    pub fn new(mode: TimeMode) -> Stamps {
+        Stamps { mode, last: None }
+    }
+
+    /// Seconds to add to a trip with this dropoff, released at `now`.
+    pub fn shift(&mut self, dropoff: EventTime, now: WallTime) -> i64 {
+        match self.mode {
             TimeMode::Original => 0,
-            TimeMode::Now => now.as_event_time().0 - first_dropoff.0,
+            TimeMode::Now => {
+                let stamp = self.last.map_or(now.as_event_time(), |last| last.max(now.as_event_time()));
+                self.last = Some(stamp);
+                stamp.0 - dropoff.0
+            }
         }
     }
 }
@@ -112,8 +136,14 @@ mod tests {
     #[test]
     fn time_modes_and_tiling() {
         let now = WallTime(1_700_000_000_500);
-        assert_eq!(TimeMode::Original.shift(T0, now), 0);
-        assert_eq!(T0.plus_seconds(TimeMode::Now.shift(T0, now)), EventTime(1_700_000_000));
+        assert_eq!(Stamps::new(TimeMode::Original).shift(T0, now), 0);
+        let mut live = Stamps::new(TimeMode::Now);
+        assert_eq!(T0.plus_seconds(live.shift(T0, now)), EventTime(1_700_000_000), "stamped at the second it is sent");
+        // An hour of event time later, but sent one second later: stamped one second later.
+        let later = T0.plus_seconds(3600);
+        assert_eq!(later.plus_seconds(live.shift(later, WallTime(now.0 + 1000))), EventTime(1_700_000_001));
+        // A clock that steps back does not break dropoff order.
+        assert_eq!(later.plus_seconds(live.shift(later, WallTime(now.0 - 5000))), EventTime(1_700_000_001));
         let tiling = Tiling::new(T0, T0.plus_seconds(3599));
         assert_eq!(tiling.span_s(), 3600);
         assert_eq!(tiling.shift(0), 0);
