@@ -254,5 +254,5 @@ async fn the_sequence_fence_and_state_conditions_hold_in_dynamodb_local() {
     let next = ShardState { applied_seq: Some(seq(40)), ..state.clone() };
     assert!(matches!(store.save_shard_state(&shard, &next, Some(&seq(30))).await.unwrap(), SaveOutcome::Saved { .. }));
     assert_eq!(store.load_shard_state(&shard).await.unwrap(), Some(next));
-    assert_eq!(store.load_closer_progress().await.unwrap(), CloserProgress::default());
+    assert_eq!(store.load_closer_progress(&ShardId("s".into())).await.unwrap(), CloserProgress::default());
 }

@@ -352,6 +352,9 @@ impl CloserStore for Scripted {
         }
         self.inner.advance_closed_through(closed_through, watermark).await
     }
+    async fn save_excluded(&self, excluded: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {
+        self.inner.save_excluded(excluded).await
+    }
     async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
         self.inner.remember_shards(shards).await
     }

@@ -20,7 +20,7 @@ use std::future::Future;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aggregate::{MetricKey, PartialValue};
-use crate::closing::{closable_through, global_watermark, merge, windows_to_close, GlobalWatermark, Idleness};
+use crate::closing::{closable_through, exclusions, global_watermark, merge, windows_to_close, GlobalWatermark, Idleness};
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
@@ -43,6 +43,9 @@ pub struct CloserState {
     /// retention drops out of `ListShards`, but its partials still feed the
     /// re-emission of its windows.
     pub known_shards: BTreeSet<ShardId>,
+    /// Bounded mode: shards judged idle, each with the `closed_through` at the
+    /// time (see [`crate::closing::exclusions`]).
+    pub excluded: BTreeMap<ShardId, EventTime>,
 }
 
 /// A re-emit marker as stored.
@@ -85,6 +88,7 @@ pub trait CloserStore: Send + Sync {
         closed_through: EventTime,
         watermark: EventTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn save_excluded(&self, excluded: &BTreeMap<ShardId, EventTime>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Adds shards to `known_shards` (a set union, idempotent).
     fn remember_shards(&self, shards: &[ShardId]) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn save_first_seen(&self, first_seen: &BTreeMap<ShardId, WallTime>) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -199,6 +203,11 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
         if global.first_seen != closer.first_seen {
             self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;
+        }
+        // Recorded before any window closes without them.
+        let excluded = exclusions(&global, &closer.excluded, closer.closed_through);
+        if excluded != closer.excluded {
+            self.store.save_excluded(&excluded).await.map_err(|e| e.to_string())?;
         }
         report.closed_through = closer.closed_through;
         let watermark = global.watermark;

@@ -143,6 +143,35 @@ pub fn global_watermark(
     GlobalWatermark { watermark, verdicts, first_seen: seen, all_idle }
 }
 
+/// The shards left out of the global watermark for silence (bounded mode),
+/// each with the `closed_through` from which windows closed without it: kept
+/// until the shard reports again with a watermark past `closed_through` (it
+/// has caught up, so what it brings below that is late by its own rule).
+/// Until then its trips for those windows are emitted again whatever the
+/// allowed lateness ([`crate::watermark::CloserProgress::excluded_since`]),
+/// since a silent shard may have been stuck with a backlog rather than idle.
+pub fn exclusions(
+    global: &GlobalWatermark,
+    previous: &BTreeMap<ShardId, EventTime>,
+    closed_through: Option<EventTime>,
+) -> BTreeMap<ShardId, EventTime> {
+    let since = closed_through.unwrap_or(EventTime(i64::MIN));
+    global
+        .verdicts
+        .iter()
+        .filter_map(|(shard, verdict)| {
+            let kept = previous.get(shard).copied();
+            let entry = match verdict {
+                ShardVerdict::Idle | ShardVerdict::NeverReported => Some(kept.unwrap_or(since)),
+                ShardVerdict::Live { watermark } if watermark.is_some_and(|w| w >= since) => None,
+                ShardVerdict::Live { .. } | ShardVerdict::Awaiting { .. } => kept,
+                ShardVerdict::Retired => None,
+            };
+            entry.map(|t| (shard.clone(), t))
+        })
+        .collect()
+}
+
 /// The minimum, where any `None` (a shard that has promised nothing) wins, and
 /// no shard at all means no watermark.
 fn minimum(watermarks: impl Iterator<Item = Option<EventTime>>) -> Option<EventTime> {
@@ -262,6 +291,20 @@ mod tests {
         assert_eq!(verdict(&g, "b"), ShardVerdict::Live { watermark: Some(EventTime(100)) }, "its backlog holds windows back");
         assert!(matches!(verdict(&g, "new"), ShardVerdict::Awaiting { .. }), "a shard that never reported is awaited");
         assert_eq!(g.watermark, None);
+    }
+
+    #[test]
+    fn an_idle_shard_stays_excluded_until_it_has_caught_up() {
+        let shards = [shard("a", None, false), shard("b", None, false)];
+        let silent = decide(&shards, &[("a", state(Some(5000), 0)), ("b", state(Some(100), TIMEOUT + 1))], &[]);
+        let excluded = exclusions(&silent, &BTreeMap::new(), Some(EventTime(1200)));
+        assert_eq!(excluded, [(ShardId("b".into()), EventTime(1200))].into());
+        // Still behind when it reports again (a backlog): still excluded, from the same point.
+        let behind = decide(&shards, &[("a", state(Some(5000), 0)), ("b", state(Some(900), 0))], &[]);
+        assert_eq!(exclusions(&behind, &excluded, Some(EventTime(3000))), excluded);
+        // Caught up: what it brings from now on is judged like any shard's.
+        let caught_up = decide(&shards, &[("a", state(Some(5000), 0)), ("b", state(Some(3000), 0))], &[]);
+        assert!(exclusions(&caught_up, &excluded, Some(EventTime(3000))).is_empty());
     }
 
     #[test]

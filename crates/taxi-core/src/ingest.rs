@@ -131,7 +131,7 @@ impl<S: PartialStore> Aggregator<S> {
         let Some(first) = records.first() else {
             return BatchReport { retry_from: None, metrics };
         };
-        let loaded = futures::future::try_join(self.store.load_shard_state(shard), self.store.load_closer_progress()).await;
+        let loaded = futures::future::try_join(self.store.load_shard_state(shard), self.store.load_closer_progress(shard)).await;
         let (state, progress) = match loaded {
             Ok((state, progress)) => (state.unwrap_or_default(), progress),
             Err(e) => return self.retry(metrics, &first.seq, "loading the shard state", &e),
@@ -211,7 +211,7 @@ impl<S: PartialStore> Aggregator<S> {
         // this batch read its progress may have been read before these partials
         // landed, so every such window the batch wrote to is emitted again.
         let mut reemit = plan.reemit.clone();
-        let reread = if plan.parts.is_empty() { Ok(plan.progress) } else { self.store.load_closer_progress().await };
+        let reread = if plan.parts.is_empty() { Ok(plan.progress) } else { self.store.load_closer_progress(shard).await };
         match reread {
             Ok(now_closing) => {
                 for (window, span) in plan.closing_windows(&s.window, &now_closing) {

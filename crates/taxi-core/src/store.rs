@@ -81,7 +81,8 @@ pub enum SaveOutcome {
 pub trait PartialStore: Send + Sync {
     fn load_shard_state(&self, shard: &ShardId) -> impl Future<Output = Result<Option<ShardState>, StoreError>> + Send;
 
-    fn load_closer_progress(&self) -> impl Future<Output = Result<CloserProgress, StoreError>> + Send;
+    /// The closer's progress as it concerns `shard`.
+    fn load_closer_progress(&self, shard: &ShardId) -> impl Future<Output = Result<CloserProgress, StoreError>> + Send;
 
     fn write_partial(&self, write: &PartialWrite<'_>) -> impl Future<Output = Result<PartialWriteOutcome, StoreError>> + Send;
 
@@ -147,7 +148,7 @@ impl PartialStore for MemoryStore {
         Ok(self.tables().shard_states.get(shard).cloned())
     }
 
-    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+    async fn load_closer_progress(&self, _shard: &ShardId) -> Result<CloserProgress, StoreError> {
         Ok(self.tables().closer)
     }
 
@@ -266,9 +267,9 @@ impl<S: PartialStore> PartialStore for FaultyStore<S> {
         self.inner.load_shard_state(shard).await
     }
 
-    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+    async fn load_closer_progress(&self, shard: &ShardId) -> Result<CloserProgress, StoreError> {
         self.begin_operation()?;
-        self.inner.load_closer_progress().await
+        self.inner.load_closer_progress(shard).await
     }
 
     async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {

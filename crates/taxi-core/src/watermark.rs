@@ -73,6 +73,11 @@ pub struct CloserProgress {
     /// records it before it reads their partials, so a partial written after
     /// the read is seen by a writer that reads this afterwards.
     pub closing_through: Option<EventTime>,
+    /// Bounded mode: the closer judged this shard idle and has closed windows
+    /// ending after this instant without it. What the shard brings for them
+    /// is emitted again whatever the allowed lateness: a shard that was stuck,
+    /// not idle, loses nothing.
+    pub excluded_since: Option<EventTime>,
 }
 
 /// Where a trip stands relative to the windows already emitted.
@@ -105,7 +110,7 @@ impl CloserProgress {
             let end = spec.window_end(window);
             if end > closed_through {
                 any_open = true;
-            } else if end.plus_seconds(allowed_lateness_s) > watermark {
+            } else if end.plus_seconds(allowed_lateness_s) > watermark || self.excluded_since.is_some_and(|since| end > since) {
                 reemit.push(window);
             }
         }
@@ -187,16 +192,30 @@ mod tests {
     #[test]
     fn lateness_against_closer_progress() {
         let spec = WindowSpec::tumbling(600).unwrap();
-        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1500)), closing_through: None };
+        let progress = CloserProgress {
+            closed_through: Some(EventTime(1200)),
+            watermark: Some(EventTime(1500)),
+            closing_through: None,
+            excluded_since: None,
+        };
         assert_eq!(progress.lateness(&spec, PaneStart(1200), 0), Lateness::OnTime);
         assert_eq!(progress.lateness(&spec, PaneStart(600), 0), Lateness::DroppedLate);
         // Window [600, 1200) is within 400 s of lateness of watermark 1500.
         assert_eq!(progress.lateness(&spec, PaneStart(600), 400), Lateness::Late { reemit: vec![WindowStart(600)] });
+        // Windows closed while the shard was judged idle take its trips whatever the lateness.
+        let excluded = CloserProgress { excluded_since: Some(EventTime(600)), ..progress };
+        assert_eq!(excluded.lateness(&spec, PaneStart(600), 0), Lateness::Late { reemit: vec![WindowStart(600)] });
+        assert_eq!(excluded.lateness(&spec, PaneStart(0), 0), Lateness::DroppedLate, "closed before it was excluded");
         assert_eq!(CloserProgress::default().lateness(&spec, PaneStart(0), 0), Lateness::OnTime);
 
         // Sliding: pane 900 is in windows [300, 900+300) = 300 and 600..; with 600/300 panes.
         let sliding = WindowSpec::new(600, 300).unwrap();
-        let progress = CloserProgress { closed_through: Some(EventTime(1200)), watermark: Some(EventTime(1200)), closing_through: None };
+        let progress = CloserProgress {
+            closed_through: Some(EventTime(1200)),
+            watermark: Some(EventTime(1200)),
+            closing_through: None,
+            excluded_since: None,
+        };
         // Pane 900 is in windows 600 (ends 1200, closed) and 900 (ends 1500, open).
         assert_eq!(progress.lateness(&sliding, PaneStart(900), 0), Lateness::OnTime);
         assert_eq!(progress.lateness(&sliding, PaneStart(900), 60), Lateness::Late { reemit: vec![WindowStart(600)] });

@@ -184,7 +184,8 @@ fn progress_strategy() -> impl Strategy<Value = CloserProgress> {
         Just(CloserProgress {
             closed_through: Some(EventTime(BASE + 1800)),
             watermark: Some(EventTime(BASE + 1920)),
-            closing_through: None
+            closing_through: None,
+            excluded_since: None,
         }),
     ]
 }
@@ -267,8 +268,12 @@ fn late_trips_mark_exactly_the_emitted_windows_within_lateness() {
     // Sliding windows of 20 min every 10 min; the closer emitted every window
     // ending by 00:30 and acted on watermark 00:32; lateness 5 min.
     let settings = IngestSettings { window: WindowSpec::new(1200, 600).unwrap(), allowed_lateness_s: 300, ..IngestSettings::default() };
-    let progress =
-        CloserProgress { closed_through: Some(EventTime(BASE + 1800)), watermark: Some(EventTime(BASE + 1920)), closing_through: None };
+    let progress = CloserProgress {
+        closed_through: Some(EventTime(BASE + 1800)),
+        watermark: Some(EventTime(BASE + 1920)),
+        closing_through: None,
+        excluded_since: None,
+    };
     let trip = |dropoff_offset_s| Spec::Trip { pickup: 0, dropoff: 0, dropoff_offset_s, duration_s: 300 };
     // 00:25 is in windows [00:10, 00:30) (emitted, within lateness) and [00:20, 00:40) (open);
     // 00:15 is in [00:00, 00:20) (past lateness) and [00:10, 00:30) (within);

@@ -130,6 +130,7 @@ impl CloserStore for DynamoStore {
             closing_through: number_attribute(&item, "closing_through")?.map(EventTime),
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
             first_seen,
+            excluded: super::excluded_attribute(&item)?,
             known_shards: match item.get("known_shards") {
                 Some(AttributeValue::Ss(ids)) => ids.iter().map(|id| ShardId(id.clone())).collect(),
                 _ => Default::default(),
@@ -246,6 +247,17 @@ impl CloserStore for DynamoStore {
             Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
             other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closed_through)", e)),
         }
+    }
+
+    async fn save_excluded(&self, excluded: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {
+        let map = excluded.iter().map(|(shard, t)| (shard.to_string(), number(t.0))).collect();
+        self.closer_update()
+            .update_expression("SET excluded = :excluded")
+            .expression_attribute_values(":excluded", AttributeValue::M(map))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("UpdateItem (excluded)", e))
     }
 
     async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {

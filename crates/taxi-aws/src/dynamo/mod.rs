@@ -17,7 +17,7 @@
 mod closer;
 mod partials;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -203,6 +203,23 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
 /// `top_event_time_1` (the highest) to `top_event_time_4`.
 fn top_event_time_attribute(i: usize) -> String {
     format!("top_event_time_{}", i + 1)
+}
+
+/// The closer item's `excluded` map: shard -> the `closed_through` when it was judged idle.
+fn excluded_attribute(item: &Item) -> Result<BTreeMap<ShardId, EventTime>, StoreError> {
+    match item.get("excluded") {
+        None => Ok(BTreeMap::new()),
+        Some(AttributeValue::M(map)) => map
+            .iter()
+            .map(|(shard, t)| match t {
+                AttributeValue::N(n) => {
+                    n.parse().map(|t| (ShardId(shard.clone()), EventTime(t))).map_err(|_| bad_item("excluded", "not an integer"))
+                }
+                _ => Err(bad_item("excluded", "not a number")),
+            })
+            .collect(),
+        Some(_) => Err(bad_item("excluded", "not a map")),
+    }
 }
 
 fn pane_set_attribute(item: &Item, name: &str) -> Result<BTreeSet<PaneStart>, StoreError> {

@@ -34,7 +34,7 @@ impl PartialStore for DynamoStore {
         self.get(shard_state_pk(shard), STATE_SK.into()).await?.map(|item| decode_shard_state(&item)).transpose()
     }
 
-    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
+    async fn load_closer_progress(&self, shard: &ShardId) -> Result<CloserProgress, StoreError> {
         let Some(item) = self.get(CLOSER_PK.into(), STATE_SK.into()).await? else {
             return Ok(CloserProgress::default());
         };
@@ -42,6 +42,7 @@ impl PartialStore for DynamoStore {
             closed_through: number_attribute(&item, "closed_through")?.map(EventTime),
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
             closing_through: number_attribute(&item, "closing_through")?.map(EventTime),
+            excluded_since: super::excluded_attribute(&item)?.remove(shard),
         })
     }
 

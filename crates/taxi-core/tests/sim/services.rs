@@ -69,10 +69,16 @@ impl PartialStore for SimStore {
         self.dynamo("GetItem shard state", move |env| Ok(env.tables.shard_states.get(&shard).cloned())).await
     }
 
-    async fn load_closer_progress(&self) -> Result<CloserProgress, StoreError> {
-        self.dynamo("GetItem closer progress", |env| {
+    async fn load_closer_progress(&self, shard: &ShardId) -> Result<CloserProgress, StoreError> {
+        let shard = shard.clone();
+        self.dynamo("GetItem closer progress", move |env| {
             let state = &env.tables.closer.state;
-            Ok(CloserProgress { closed_through: state.closed_through, watermark: state.watermark, closing_through: state.closing_through })
+            Ok(CloserProgress {
+                closed_through: state.closed_through,
+                watermark: state.watermark,
+                closing_through: state.closing_through,
+                excluded_since: state.excluded.get(&shard).copied(),
+            })
         })
         .await
     }
@@ -228,6 +234,15 @@ impl CloserStore for SimStore {
                 state.closed_through = Some(closed_through);
                 state.watermark = Some(watermark);
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_excluded(&self, excluded: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {
+        let excluded = excluded.clone();
+        self.dynamo("UpdateItem excluded", move |env| {
+            env.tables.closer.state.excluded = excluded;
             Ok(())
         })
         .await
