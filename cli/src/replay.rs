@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use taxi_aws::kinesis_writer::{KinesisWriter, OutRecord, PutEntry, RecordStream, WriterConfig, WriterReport, WriterStats};
+use taxi_core::config::DEFAULT_FUTURE_TOLERANCE_S;
 use taxi_core::replay::reorder::ReorderBuffer;
 use taxi_core::replay::schedule::{Schedule, Stamps, Tiling, TimeMode};
 use taxi_core::replay::trip::{ReplayTrip, SkipCounts, SkipReason};
@@ -105,7 +106,10 @@ pub fn feed(
                 }
                 Ok(trip) => {
                     let trip = trip.shifted(shift, next_id);
-                    if !buffer.push(trip.dropoff, trip) {
+                    let latest_plausible = WallTime::now().as_event_time().plus_seconds(DEFAULT_FUTURE_TOLERANCE_S);
+                    if options.time_mode == TimeMode::Original && trip.dropoff > latest_plausible {
+                        stats.skip(SkipReason::FutureTimestamp);
+                    } else if !buffer.push(trip.dropoff, trip) {
                         stats.skip(SkipReason::BehindHorizon);
                     }
                     while let Some((_, ready)) = buffer.pop_ready() {

@@ -12,6 +12,10 @@ use crate::ingest::IngestSettings;
 use crate::watermark::WatermarkMode;
 use crate::window::WindowSpec;
 
+/// `FUTURE_TOLERANCE_SECONDS`' default: event times later than the wall clock
+/// plus this are bogus (the aggregate function rejects them, the producer skips them).
+pub const DEFAULT_FUTURE_TOLERANCE_S: i64 = 900;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error: {}", describe(.variable, .value, .expected))]
 pub struct ConfigError {
@@ -153,7 +157,7 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
             areas: self.areas()?,
             watermark_mode,
             allowed_lateness_s: self.number("ALLOWED_LATENESS_SECONDS", 300i64, 0, 7 * 86_400)?,
-            future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", 900i64, 0, 7 * 86_400)?,
+            future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", DEFAULT_FUTURE_TOLERANCE_S, 0, 7 * 86_400)?,
             retention_s: self.number("RETENTION_HOURS", 48i64, 1, 24 * 365)? * 3600,
             write_concurrency: self.number("DYNAMODB_WRITE_CONCURRENCY", 16usize, 1, 256)?,
         })

@@ -17,6 +17,43 @@ pub enum WatermarkMode {
 /// lifetime without its bounded watermark moving.
 pub const TOLERATED_OUTLIERS: usize = 3;
 
+/// The highest distinct event times seen, highest first; rules that must not
+/// follow a few bogus times follow the lowest of them (the anchor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopEventTimes {
+    pub times: [Option<EventTime>; TOLERATED_OUTLIERS + 1],
+}
+
+impl Default for TopEventTimes {
+    fn default() -> Self {
+        TopEventTimes { times: [None; TOLERATED_OUTLIERS + 1] }
+    }
+}
+
+impl TopEventTimes {
+    pub fn push(&mut self, t: EventTime) {
+        let top = &mut self.times;
+        if top.contains(&Some(t)) {
+            return;
+        }
+        // Highest first, `None` (not seen) last: insert and let the lowest fall off.
+        if let Some(at) = top.iter().position(|held| held.is_none_or(|h| t > h)) {
+            top[at..].rotate_right(1);
+            top[at] = Some(t);
+        }
+    }
+
+    /// The time below the [`TOLERATED_OUTLIERS`] highest distinct ones;
+    /// `None` until that many and one more have been seen.
+    pub fn anchor(&self) -> Option<EventTime> {
+        self.times[TOLERATED_OUTLIERS]
+    }
+
+    pub fn highest(&self) -> Option<EventTime> {
+        self.times[0]
+    }
+}
+
 /// A shard's watermark and what it is derived from.
 ///
 /// In bounded mode the watermark follows the event time below the
@@ -27,8 +64,8 @@ pub const TOLERATED_OUTLIERS: usize = 3;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardWatermark {
     pub watermark: Option<EventTime>,
-    /// The highest distinct trip event times seen, highest first (bounded mode).
-    pub top_event_times: [Option<EventTime>; TOLERATED_OUTLIERS + 1],
+    /// The highest distinct trip event times seen (bounded mode).
+    pub top_event_times: TopEventTimes,
 }
 
 impl ShardWatermark {
@@ -36,15 +73,8 @@ impl ShardWatermark {
         let WatermarkMode::Bounded { max_out_of_orderness_s } = mode else {
             return;
         };
-        let top = &mut self.top_event_times;
-        if !top.contains(&Some(t)) {
-            // Highest first, `None` (not seen) last: insert and let the lowest fall off.
-            if let Some(at) = top.iter().position(|held| held.is_none_or(|h| t > h)) {
-                top[at..].rotate_right(1);
-                top[at] = Some(t);
-            }
-        }
-        if let Some(supported) = self.top_event_times[TOLERATED_OUTLIERS] {
+        self.top_event_times.push(t);
+        if let Some(supported) = self.top_event_times.anchor() {
             self.advance_to(supported.plus_seconds(-max_out_of_orderness_s));
         }
     }

@@ -30,7 +30,7 @@ use taxi_core::seq::SeqNum;
 use taxi_core::shard::{Counters, ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
-use taxi_core::watermark::{ShardWatermark, TOLERATED_OUTLIERS};
+use taxi_core::watermark::{ShardWatermark, TopEventTimes};
 use taxi_core::window::{PaneStart, WindowStart};
 
 pub const PK: &str = "pk";
@@ -188,7 +188,7 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
             item.insert(name.to_owned(), value);
         }
     }
-    for (i, t) in state.watermark.top_event_times.iter().enumerate() {
+    for (i, t) in state.watermark.top_event_times.times.iter().enumerate() {
         if let Some(t) = t {
             item.insert(top_event_time_attribute(i), number(t.0));
         }
@@ -250,8 +250,8 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         watermark: ShardWatermark {
             watermark: time("watermark")?,
             top_event_times: {
-                let mut top = [None; TOLERATED_OUTLIERS + 1];
-                for (i, t) in top.iter_mut().enumerate() {
+                let mut top = TopEventTimes::default();
+                for (i, t) in top.times.iter_mut().enumerate() {
                     *t = time(&top_event_time_attribute(i))?;
                 }
                 top
@@ -293,7 +293,7 @@ mod tests {
             applied_seq: Some(SeqNum::parse("49545115243490985018280067714973144582180062593244200961").unwrap()),
             watermark: ShardWatermark {
                 watermark: Some(EventTime(1_420_867_800)),
-                top_event_times: [Some(EventTime(9)), Some(EventTime(5)), None, None],
+                top_event_times: TopEventTimes { times: [Some(EventTime(9)), Some(EventTime(5)), None, None] },
             },
             updated_at: Some(WallTime(1_700_000_000_123)),
             ..ShardState::default()

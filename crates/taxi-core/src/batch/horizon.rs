@@ -1,7 +1,10 @@
 //! The producer's reorder buffer as batch mode needs it: which dropoffs it
 //! refuses, and how far it has released.
 
+use std::collections::BTreeSet;
+
 use crate::time::EventTime;
+use crate::watermark::TopEventTimes;
 
 /// The longest horizon batch mode takes: it holds one bit per second of it.
 pub const MAX_HORIZON_S: i64 = 31 * 86_400;
@@ -11,16 +14,20 @@ pub const MAX_HORIZON_S: i64 = 31 * 86_400;
 /// refusals and the latest release go (the property test checks it).
 ///
 /// Only the seconds matter then, not the trips or their order within a
-/// second, and every second still held lies within one horizon of the latest
-/// dropoff: so a ring of one bit per second of the horizon stands in for the
-/// buffer's heap, and a push costs O(1) plus the seconds it moves the latest
-/// dropoff on.
+/// second. Every second still held is either within one horizon below the
+/// buffer's anchor (the latest dropoff but for the few highest distinct ones),
+/// or above the anchor: so a ring of one bit per second of the horizon, plus
+/// the few seconds above the anchor, stand in for the buffer's heap, and a
+/// push costs O(1) plus the seconds it moves the anchor on.
 #[derive(Debug)]
 pub struct DropoffHorizon {
     horizon_s: i64,
-    /// Bit `s mod (64 * len)` is set while second `s` is held; held seconds
-    /// lie in `(latest - horizon, latest]`, so no two share a bit.
+    /// Bit `s mod (64 * len)` is set while second `s` is held at or below the
+    /// anchor; those lie in `(anchor - horizon, anchor]`, so no two share a bit.
     held: Vec<u64>,
+    /// Held seconds above the anchor (all of them while there is none yet).
+    above: BTreeSet<i64>,
+    top: TopEventTimes,
     latest: Option<EventTime>,
     released_through: Option<EventTime>,
 }
@@ -31,7 +38,14 @@ impl DropoffHorizon {
     pub fn new(horizon_s: i64) -> DropoffHorizon {
         let horizon_s = horizon_s.clamp(0, MAX_HORIZON_S);
         let words = (horizon_s as usize).div_ceil(64).max(1);
-        DropoffHorizon { horizon_s, held: vec![0; words], latest: None, released_through: None }
+        DropoffHorizon {
+            horizon_s,
+            held: vec![0; words],
+            above: BTreeSet::new(),
+            top: TopEventTimes::default(),
+            latest: None,
+            released_through: None,
+        }
     }
 
     /// The latest dropoff taken.
@@ -45,43 +59,64 @@ impl DropoffHorizon {
     }
 
     /// Takes a dropoff and releases what is then a horizon behind the
-    /// latest; `false` if the dropoff is refused (behind one already released).
+    /// anchor; `false` if the dropoff is refused (behind one already released).
     #[must_use]
     pub fn push(&mut self, at: EventTime) -> bool {
         if self.released_through.is_some_and(|released| at < released) {
             return false;
         }
-        match self.latest {
-            Some(latest) if at > latest => {
-                self.release_held_through(latest, at.0 - self.horizon_s);
-                self.latest = Some(at);
-            }
-            Some(_) => {}
-            None => self.latest = Some(at),
+        self.latest = self.latest.max(Some(at));
+        let before = self.top.anchor();
+        self.top.push(at);
+        let anchor = self.top.anchor();
+        let moved = anchor.filter(|a| before.is_none_or(|b| *a > b));
+        // The ring's old range is emptied before anything of the new range goes in:
+        // the two may share bits.
+        if let (Some(before), Some(anchor)) = (before, moved) {
+            self.release_held_through(before, anchor.0 - self.horizon_s);
         }
-        let ready_through = self.latest.map_or(at.0, |latest| latest.0 - self.horizon_s);
-        if at.0 <= ready_through {
-            // Every held second is later than `ready_through`: this one goes out first, at once.
-            self.released_through = Some(at);
-        } else {
-            let (word, bit) = self.position(at.0);
-            self.held[word] |= bit;
+        match anchor {
+            Some(anchor) if at <= anchor => self.hold_or_release(at.0, anchor),
+            _ => {
+                self.above.insert(at.0);
+            }
+        }
+        if let Some(anchor) = moved {
+            let reached: Vec<i64> = self.above.range(..=anchor.0).copied().collect();
+            for second in reached {
+                self.above.remove(&second);
+                self.hold_or_release(second, anchor);
+            }
         }
         true
     }
 
-    /// Releases the held seconds up to `through`, the latest having been
-    /// `latest` until now (so every held second is after `latest - horizon`).
-    fn release_held_through(&mut self, latest: EventTime, through: i64) {
-        let first = latest.0 - self.horizon_s + 1;
-        // Past `latest` nothing is held: at most one horizon of seconds to look at.
-        let last = through.min(latest.0);
+    /// A second at or below the anchor: released if a horizon behind it, else held in the ring.
+    fn hold_or_release(&mut self, second: i64, anchor: EventTime) {
+        if second <= anchor.0 - self.horizon_s {
+            self.release(second);
+        } else {
+            let (word, bit) = self.position(second);
+            self.held[word] |= bit;
+        }
+    }
+
+    fn release(&mut self, second: i64) {
+        if self.released_through.is_none_or(|r| r.0 < second) {
+            self.released_through = Some(EventTime(second));
+        }
+    }
+
+    /// Releases the ring's seconds up to `through`, the anchor having been
+    /// `anchor` until now (so every second in the ring is after `anchor - horizon`).
+    fn release_held_through(&mut self, anchor: EventTime, through: i64) {
+        let first = anchor.0 - self.horizon_s + 1;
+        // Past the anchor the ring holds nothing: at most one horizon of seconds to look at.
+        let last = through.min(anchor.0);
         for second in (first..=last).rev() {
             let (word, bit) = self.position(second);
             if self.held[word] & bit != 0 {
-                if self.released_through.is_none_or(|r| r.0 < second) {
-                    self.released_through = Some(EventTime(second));
-                }
+                self.release(second);
                 self.held[word] &= !bit;
             }
         }
@@ -133,10 +168,15 @@ mod tests {
             assert!(horizon.push(EventTime(at)));
         }
         assert_eq!(horizon.released_through(), None);
+        // One dropoff far ahead is not followed; four distinct ones are.
         assert!(horizon.push(EventTime(5_000)));
+        assert_eq!(horizon.released_through(), None, "one bogus dropoff releases nothing");
+        for at in [5_001, 5_002, 5_003] {
+            assert!(horizon.push(EventTime(at)));
+        }
         assert_eq!(horizon.released_through(), Some(EventTime(1_099)));
         assert!(!horizon.push(EventTime(1_098)), "behind a released dropoff");
         assert!(horizon.push(EventTime(1_099)), "a tie with the released one is in order");
-        assert_eq!(horizon.latest(), Some(EventTime(5_000)));
+        assert_eq!(horizon.latest(), Some(EventTime(5_003)));
     }
 }

@@ -1,22 +1,28 @@
 //! The reorder buffer: input roughly ordered by pickup in, trips in dropoff
-//! order out, holding only the trips within the horizon of the latest dropoff.
+//! order out, holding only the trips within the horizon of the latest dropoff
+//! (the latest but for a few bogus ones).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use crate::time::EventTime;
+use crate::watermark::TopEventTimes;
 
 /// Releases items in event-time order once they are `horizon_s` behind the
-/// latest event time pushed (or at the end, with [`ReorderBuffer::drain`]).
+/// anchor (or at the end, with [`ReorderBuffer::drain`]): the latest event time
+/// pushed but for the [`crate::watermark::TOLERATED_OUTLIERS`] highest distinct ones, so that a
+/// few bogus dropoffs far ahead (a wrong year in a file) neither release
+/// everything early nor make every later trip fall behind the horizon. They
+/// wait in the buffer and go out at the end.
 ///
 /// An item earlier than one already released is refused: sending it would break
 /// the order. That can only happen to an item more than the horizon behind the
-/// latest event time seen, so every item within the horizon comes out.
+/// anchor, so every item within the horizon of the latest comes out.
 #[derive(Debug)]
 pub struct ReorderBuffer<T> {
     horizon_s: i64,
     heap: BinaryHeap<Reverse<Held<T>>>,
-    latest: Option<EventTime>,
+    top: TopEventTimes,
     released_through: Option<EventTime>,
     arrivals: u64,
 }
@@ -48,7 +54,13 @@ impl<T> Ord for Held<T> {
 
 impl<T> ReorderBuffer<T> {
     pub fn new(horizon_s: i64) -> ReorderBuffer<T> {
-        ReorderBuffer { horizon_s: horizon_s.max(0), heap: BinaryHeap::new(), latest: None, released_through: None, arrivals: 0 }
+        ReorderBuffer {
+            horizon_s: horizon_s.max(0),
+            heap: BinaryHeap::new(),
+            top: TopEventTimes::default(),
+            released_through: None,
+            arrivals: 0,
+        }
     }
 
     /// Takes an item; `false` (and the item dropped) if it is behind an item
@@ -58,17 +70,17 @@ impl<T> ReorderBuffer<T> {
         if self.released_through.is_some_and(|released| at < released) {
             return false;
         }
-        self.latest = Some(self.latest.map_or(at, |latest| latest.max(at)));
+        self.top.push(at);
         self.heap.push(Reverse(Held { at, arrival: self.arrivals, item }));
         self.arrivals += 1;
         true
     }
 
-    /// The earliest item, if it is at least the horizon behind the latest time pushed.
+    /// The earliest item, if it is at least the horizon behind the anchor.
     pub fn pop_ready(&mut self) -> Option<(EventTime, T)> {
-        let latest = self.latest?;
+        let anchor = self.top.anchor()?;
         let Reverse(earliest) = self.heap.peek()?;
-        if earliest.at.plus_seconds(self.horizon_s) > latest {
+        if earliest.at.plus_seconds(self.horizon_s) > anchor {
             return None;
         }
         self.pop()
@@ -97,11 +109,42 @@ impl<T> ReorderBuffer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watermark::TOLERATED_OUTLIERS;
     use proptest::prelude::*;
+
+    /// Pushes the anchor to `at` with distinct seconds just below it (as real
+    /// data has), so the horizon follows `at`.
+    fn anchor_at(buffer: &mut ReorderBuffer<&'static str>, at: i64) {
+        for t in at..=at + TOLERATED_OUTLIERS as i64 {
+            assert!(buffer.push(EventTime(t), "pad"));
+        }
+    }
+
+    #[test]
+    fn a_few_bogus_dropoffs_far_ahead_move_nothing() {
+        let mut buffer = ReorderBuffer::new(10);
+        anchor_at(&mut buffer, 100);
+        for bogus in [9_000, 8_000, 9_000, 7_000] {
+            assert!(buffer.push(EventTime(bogus), "bogus"));
+        }
+        assert_eq!(buffer.pop_ready(), None, "nothing is released early");
+        assert!(buffer.push(EventTime(95), "late but within the horizon"), "later trips are not refused");
+        anchor_at(&mut buffer, 106);
+        assert_eq!(buffer.pop_ready(), Some((EventTime(95), "late but within the horizon")));
+        let mut rest = Vec::new();
+        while let Some((at, _)) = buffer.drain() {
+            rest.push(at.0);
+        }
+        assert_eq!(rest.last(), Some(&9_000), "the bogus ones go out at the end, in order");
+    }
 
     #[test]
     fn releases_in_dropoff_order_after_the_horizon() {
         let mut buffer = ReorderBuffer::new(10);
+        // Three distinct times at the top are never followed: 0, 1, 2 stand in for them.
+        for t in [2_000_000, 2_000_001, 2_000_002] {
+            assert!(buffer.push(EventTime(t), "top"));
+        }
         assert!(buffer.push(EventTime(100), "a"));
         assert!(buffer.push(EventTime(95), "b"));
         assert_eq!(buffer.pop_ready(), None, "nothing is 10 s behind 100 yet");
@@ -117,7 +160,7 @@ mod tests {
         assert!(buffer.push(EventTime(106), "g"), "a tie with the released trip keeps the order");
         assert_eq!(buffer.drain(), Some((EventTime(106), "g")));
         assert_eq!(buffer.drain(), Some((EventTime(125), "e")));
-        assert_eq!(buffer.drain(), None);
+        assert_eq!(buffer.drain().map(|(_, item)| item), Some("top"));
     }
 
     proptest! {
@@ -133,6 +176,7 @@ mod tests {
             let mut out: Vec<(EventTime, usize)> = Vec::new();
             let mut refused = Vec::new();
             let mut latest: Option<i64> = None;
+            let mut distinct = std::collections::BTreeSet::new();
             let mut base = 0i64;
             for (i, (jitter, ahead)) in steps.iter().enumerate() {
                 if *ahead { base += 60; }
@@ -140,6 +184,7 @@ mod tests {
                 let within = latest.is_none_or(|l| at >= l - horizon);
                 if buffer.push(EventTime(at), i) {
                     latest = Some(latest.map_or(at, |l| l.max(at)));
+                    distinct.insert(at);
                 } else {
                     prop_assert!(!within, "item {i} at {at} within the horizon of {latest:?} was refused");
                     refused.push(i);
@@ -147,8 +192,8 @@ mod tests {
                 while let Some(released) = buffer.pop_ready() {
                     out.push(released);
                 }
-                if let Some(l) = latest {
-                    prop_assert!(buffer.heap.iter().all(|h| h.0.at.0 > l - horizon), "holds only the horizon");
+                if let Some(&anchor) = distinct.iter().rev().nth(TOLERATED_OUTLIERS) {
+                    prop_assert!(buffer.heap.iter().all(|h| h.0.at.0 > anchor - horizon), "holds only the horizon");
                 }
             }
             while let Some(released) = buffer.drain() {

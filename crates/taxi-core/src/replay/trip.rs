@@ -29,10 +29,14 @@ pub enum SkipReason {
     /// The dropoff is more than the horizon behind the latest dropoff read, and
     /// later trips have already been released: sending it would break dropoff order.
     BehindHorizon,
+    /// The dropoff is later than the wall clock plus the aggregate function's
+    /// future tolerance (original time mode): it would be rejected as
+    /// `future_timestamp`, and is most likely a wrong date in the file.
+    FutureTimestamp,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::UnreadableRow,
         SkipReason::ShortRow,
         SkipReason::BadValue,
@@ -40,6 +44,7 @@ impl SkipReason {
         SkipReason::NotATrip,
         SkipReason::BadDuration,
         SkipReason::BehindHorizon,
+        SkipReason::FutureTimestamp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,7 @@ impl SkipReason {
             SkipReason::NotATrip => "not_a_trip",
             SkipReason::BadDuration => "bad_duration",
             SkipReason::BehindHorizon => "behind_horizon",
+            SkipReason::FutureTimestamp => "future_timestamp",
         }
     }
 

@@ -68,6 +68,8 @@ pub struct Scenario {
     pub far_future: usize,
     /// Plausible but bogus event times (bounded mode's outliers), with a producer retry duplicating each.
     pub outliers: usize,
+    /// Rows of the producer's input with a wrong date (historic replays).
+    pub bogus_rows: usize,
     pub reshards: usize,
     /// Per mille: a request throttled; an invocation killed; a batch delivered twice;
     /// a function error after the handler ran; a shard's reading paused for minutes.
@@ -107,6 +109,7 @@ impl Scenario {
             // Bogus event times that pass the future check: a handful per shard, each sent twice.
             outliers: if mode != WatermarkMode::Producer && rng.u8(..3) == 0 { rng.usize(1..=3) } else { 0 },
             reshards: if rng.u8(..3) == 0 { rng.usize(1..=2) } else { 0 },
+            bogus_rows: if !live && rng.u8(..4) == 0 { rng.usize(1..=3) } else { 0 },
             throttle: rng.u64(0..40),
             kill: rng.u64(0..80),
             duplicate: rng.u64(0..60),
@@ -183,6 +186,8 @@ struct InputTrip {
     dropoff: EventTime,
     data: Vec<u8>,
     partition: u128,
+    /// A wrong date in the file (a dropoff months ahead of the rest).
+    bogus: bool,
 }
 
 /// A record sent straight to the stream, outside the producer's ordering.
@@ -264,6 +269,8 @@ struct Sim {
     input: VecDeque<InputTrip>,
     injections: VecDeque<Injection>,
     buffer: ReorderBuffer<usize>,
+    horizon_s: i64,
+    real_input_latest: Option<EventTime>,
     held: BTreeMap<usize, InputTrip>,
     tracker: WatermarkTracker,
     outbox: VecDeque<Entry>,
@@ -330,10 +337,24 @@ impl Sim {
         trips.sort_by_key(|t| t.0);
         let first_key = trips.first().map_or(event_start.0, |t| t.0);
         let due = |key: i64| WallTime(wall_start.0 + (key - first_key) * 1000 / s.speedup);
-        let input: VecDeque<InputTrip> = trips
+        let mut input: VecDeque<InputTrip> = trips
             .into_iter()
-            .map(|(key, dropoff, data)| InputTrip { read_at: due(key), dropoff: EventTime(dropoff), data, partition: rng.u128(..) })
+            .map(|(key, dropoff, data)| InputTrip {
+                read_at: due(key),
+                dropoff: EventTime(dropoff),
+                data,
+                partition: rng.u128(..),
+                bogus: false,
+            })
             .collect();
+        // Historic files hold a few rows with a wrong date: months ahead, still before the wall clock.
+        for id in 0..s.bogus_rows {
+            let at = rng.usize(..input.len().max(1));
+            let read_at = input.get(at).map_or(wall_start, |t| t.read_at);
+            let dropoff = event_start.0 + 200 * 86_400 + 3600 * id as i64;
+            let data = trip_json(400_000 + id as u64, dropoff - 600, dropoff, PICKUPS[0], DROPOFFS[0]);
+            input.insert(at, InputTrip { read_at, dropoff: EventTime(dropoff), data, partition: rng.u128(..), bogus: true });
+        }
         let end_key = first_key + span_s + 3000;
 
         let mut injections = Vec::new();
@@ -402,6 +423,8 @@ impl Sim {
             input,
             injections: injections.into(),
             buffer: ReorderBuffer::new(horizon),
+            horizon_s: horizon,
+            real_input_latest: None,
             held: BTreeMap::new(),
             tracker: WatermarkTracker::new(),
             outbox: VecDeque::new(),
@@ -549,7 +572,16 @@ impl Sim {
         while self.input.front().is_some_and(|t| t.read_at <= now) {
             let trip = self.input.pop_front().expect("front");
             let position = self.stats.records as usize;
-            if self.buffer.push(trip.dropoff, position) {
+            let refused = !self.buffer.push(trip.dropoff, position);
+            if refused && self.real_input_latest.is_some_and(|latest| trip.dropoff.plus_seconds(self.horizon_s) >= latest) {
+                let v = format!("the producer refused a trip within its horizon of the input (dropoff {})", trip.dropoff.to_rfc3339());
+                self.log(format!("VIOLATION {v}"));
+                self.violations.push(v);
+            }
+            if !trip.bogus {
+                self.real_input_latest = self.real_input_latest.max(Some(trip.dropoff));
+            }
+            if !refused {
                 self.held.insert(position, trip);
             }
             self.stats.records += 1;
