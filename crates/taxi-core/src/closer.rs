@@ -130,6 +130,23 @@ pub trait DocumentSink: Send + Sync {
     fn index(&self, documents: &[Document], deadline: WallTime) -> impl Future<Output = Result<IndexReport, SinkError>> + Send;
 }
 
+/// The panes one pass has read, each merged over the shards it was read from;
+/// a pane read from every shard also serves a read from some of them.
+#[derive(Default)]
+struct PaneReads {
+    merged: BTreeMap<PaneStart, (bool, BTreeMap<MetricKey, PartialValue>)>,
+}
+
+impl PaneReads {
+    fn get(&self, pane: PaneStart, every_shard: bool) -> Option<&BTreeMap<MetricKey, PartialValue>> {
+        self.merged.get(&pane).filter(|(all, _)| *all || !every_shard).map(|(_, merged)| merged)
+    }
+
+    fn insert(&mut self, pane: PaneStart, every_shard: bool, merged: BTreeMap<MetricKey, PartialValue>) {
+        self.merged.insert(pane, (every_shard, merged));
+    }
+}
+
 /// The closer's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CloserSettings {
@@ -215,6 +232,17 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
         report.global = Some(global);
 
+        // Phase one: announce what this pass closes before reading anything, so an
+        // aggregate function whose partial lands after a read re-emits the window.
+        let through = watermark.map(|w| closable_through(&s.window, w));
+        if let Some(through) =
+            through.filter(|t| closer.closing_through.is_none_or(|c| *t > c) && closer.closed_through.is_none_or(|c| *t > c))
+        {
+            self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
+        }
+        // Every read of this pass comes after the announcement, so a pane read once serves every window of it.
+        let mut panes = PaneReads::default();
+
         // Late data first: those windows are older than any still open.
         let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
         let mut by_window: BTreeMap<WindowStart, Vec<StoredMarker>> = BTreeMap::new();
@@ -225,28 +253,29 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             if self.out_of_time(clock, deadline) {
                 return Ok(());
             }
-            self.emit_window(window, &shard_ids, clock, deadline, report).await?;
+            // Re-emission reads every shard: open panes are pruned once their windows are closed.
+            self.emit_window(window, &|_| shard_ids.clone(), true, &mut panes, clock, deadline, report).await?;
             for marker in &markers {
                 self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
             }
             report.windows_reemitted += 1;
         }
 
-        let Some(watermark) = watermark else { return Ok(()) };
-        let panes = states.values().flat_map(|state| state.open_panes.iter().copied());
-        let windows = windows_to_close(&s.window, panes, closer.closed_through, watermark);
-        // Phase one: announce what this pass closes before reading any of it, so an
-        // aggregate function whose partial lands after the read re-emits the window.
-        let through = closable_through(&s.window, watermark);
-        if closer.closing_through.is_none_or(|c| through > c) && closer.closed_through.is_none_or(|c| through > c) {
-            self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
-        }
+        let (Some(watermark), Some(through)) = (watermark, through) else { return Ok(()) };
+        let open_panes = states.values().flat_map(|state| state.open_panes.iter().copied());
+        let windows = windows_to_close(&s.window, open_panes, closer.closed_through, watermark);
+        // A pane is read from the shards whose state lists it: a partial written
+        // after these states were read comes with a second read of the closer's
+        // progress, which sees the announcement and re-emits the window.
+        let listing = |pane: PaneStart| -> Vec<ShardId> {
+            states.iter().filter(|(_, state)| state.open_panes.contains(&pane)).map(|(id, _)| id.clone()).collect()
+        };
         for (i, window) in windows.iter().enumerate() {
             if self.out_of_time(clock, deadline) {
                 report.windows_left_open = (windows.len() - i) as u64;
                 return Ok(());
             }
-            if let Err(e) = self.emit_window(*window, &shard_ids, clock, deadline, report).await {
+            if let Err(e) = self.emit_window(*window, &listing, false, &mut panes, clock, deadline, report).await {
                 report.windows_left_open = (windows.len() - i) as u64;
                 return Err(e);
             }
@@ -268,24 +297,36 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
     }
 
     /// Reads, merges, builds and indexes one window; dead-letters what the sink refused for good.
+    /// `shards_of` names the shards each pane is read from (`every_shard` if that is all of them).
+    #[allow(clippy::too_many_arguments)]
     async fn emit_window(
         &self,
         window: WindowStart,
-        shards: &[ShardId],
+        shards_of: &(dyn Fn(PaneStart) -> Vec<ShardId> + Sync),
+        every_shard: bool,
+        panes: &mut PaneReads,
         clock: &(dyn Fn() -> WallTime + Sync),
         deadline: WallTime,
         report: &mut CloseReport,
     ) -> Result<(), String> {
         let s = &self.settings;
-        let reads: Vec<(PaneStart, &ShardId)> =
-            s.window.panes_of(window).flat_map(|pane| shards.iter().map(move |shard| (pane, shard))).collect();
-        let partials: Vec<Vec<(MetricKey, PartialValue)>> =
-            stream::iter(reads.into_iter().map(|(pane, shard)| self.store.read_partials(pane, shard)))
-                .buffer_unordered(READ_CONCURRENCY)
-                .try_collect()
-                .await
-                .map_err(|e| e.to_string())?;
-        let merged = merge(partials.into_iter().flatten());
+        for pane in s.window.panes_of(window) {
+            if panes.get(pane, every_shard).is_some() {
+                continue;
+            }
+            let shards = shards_of(pane);
+            let partials: Vec<Vec<(MetricKey, PartialValue)>> =
+                stream::iter(shards.iter().map(|shard| self.store.read_partials(pane, shard)))
+                    .buffer_unordered(READ_CONCURRENCY)
+                    .try_collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            panes.insert(pane, every_shard, merge(partials.into_iter().flatten()));
+        }
+        let merged = merge(s.window.panes_of(window).flat_map(|pane| {
+            let pane = panes.get(pane, every_shard).expect("read above");
+            pane.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        }));
         let documents = window_documents(&s.window, window, &merged, &s.documents);
         let indexed = self.sink.index(&documents, WallTime(deadline.0 - s.safety_margin_ms / 2)).await.map_err(|e| e.to_string())?;
         if !indexed.rejected.is_empty() {

@@ -14,9 +14,11 @@ use crate::window::{PaneStart, WindowSpec, WindowStart};
 pub enum ShardVerdict {
     /// Reporting: its watermark counts (`None` holds every window back).
     Live { watermark: Option<EventTime> },
-    /// No state yet (a new shard, or a child after a reshard): holds every
-    /// window back until it reports or stays silent past the idle timeout.
-    Awaiting { since: WallTime },
+    /// No state yet (a new shard, or a child after a reshard): holds back
+    /// every window beyond its parents' watermarks (all of them for a shard
+    /// without parents) until it reports or, in bounded mode, stays silent
+    /// past the idle timeout.
+    Awaiting { since: WallTime, inherited: Option<EventTime> },
     /// No report for longer than the idle timeout: left out; when it comes
     /// back, what it brings for closed windows is late data.
     Idle,
@@ -99,6 +101,15 @@ pub fn global_watermark(
 ) -> GlobalWatermark {
     let child_started = |parent: &ShardId| shards.iter().any(|s| s.parents().any(|p| p == parent) && states.contains_key(&s.id));
     let parents_drained = |shard: &StreamShard| shard.parents().all(|p| child_started(p) || !shards.iter().any(|s| s.id == *p));
+    // A child that has not reported holds no trip below its parents' watermarks: every
+    // trip before a watermark was written before it, and the parent took every record
+    // until the split (a watermark written after the split reaches the child too, which
+    // would then have state). So it holds windows back only beyond them.
+    let inherited = |shard: &StreamShard| -> Option<EventTime> {
+        let mut parents = shard.parents().peekable();
+        parents.peek()?;
+        minimum(parents.map(|p| states.get(p).and_then(|s| s.watermark.watermark)))
+    };
     let mut verdicts = BTreeMap::new();
     let mut seen = BTreeMap::new();
     for shard in shards {
@@ -106,14 +117,14 @@ pub fn global_watermark(
             _ if shard.closed && child_started(&shard.id) => ShardVerdict::Retired,
             Some(state) if state.updated_at.is_none_or(|t| idleness.silent_too_long(t, now)) => ShardVerdict::Idle,
             Some(state) => ShardVerdict::Live { watermark: state.watermark.watermark },
-            None if !parents_drained(shard) => ShardVerdict::Awaiting { since: now },
+            None if !parents_drained(shard) => ShardVerdict::Awaiting { since: now, inherited: inherited(shard) },
             None => {
                 let since = first_seen.get(&shard.id).copied().unwrap_or(now);
                 seen.insert(shard.id.clone(), since);
                 if idleness.silent_too_long(since, now) {
                     ShardVerdict::NeverReported
                 } else {
-                    ShardVerdict::Awaiting { since }
+                    ShardVerdict::Awaiting { since, inherited: inherited(shard) }
                 }
             }
         };
@@ -124,7 +135,7 @@ pub fn global_watermark(
         .values()
         .filter_map(|v| match v {
             ShardVerdict::Live { watermark } => Some(*watermark),
-            ShardVerdict::Awaiting { .. } => Some(None),
+            ShardVerdict::Awaiting { inherited, .. } => Some(*inherited),
             _ => None,
         })
         .collect();
@@ -311,7 +322,7 @@ mod tests {
     fn new_shard_holds_back_until_it_reports_or_times_out() {
         let shards = [shard("a", None, false), shard("new", None, false)];
         let g = decide(&shards, &[("a", state(Some(500), 0))], &[]);
-        assert_eq!(verdict(&g, "new"), ShardVerdict::Awaiting { since: NOW });
+        assert_eq!(verdict(&g, "new"), ShardVerdict::Awaiting { since: NOW, inherited: None });
         assert_eq!(g.watermark, None);
         assert_eq!(g.first_seen.get(&ShardId("new".into())), Some(&NOW), "first sighting is remembered");
 
@@ -323,22 +334,24 @@ mod tests {
     #[test]
     fn closed_parent_counts_until_its_children_start() {
         let shards = [shard("p", None, true), shard("c1", Some("p"), false), shard("c2", Some("p"), false)];
-        // Children have no state yet: the parent still counts, children hold back.
+        // Children have no state yet: the parent still counts, children hold back
+        // everything beyond it (they took no record before its last watermark).
         let g = decide(&shards, &[("p", state(Some(400), 0))], &[]);
         assert_eq!(verdict(&g, "p"), ShardVerdict::Live { watermark: Some(EventTime(400)) });
-        assert_eq!(g.watermark, None);
+        assert_eq!(g.watermark, Some(EventTime(400)));
+        assert_eq!(decide(&shards, &[("p", state(None, 0))], &[]).watermark, None);
         // However long the parent takes to drain (a backlog), its children wait:
         // their idle timeout has not started.
         let old = NOW.0 - TIMEOUT - 1;
         let g = decide(&shards, &[("p", state(Some(400), 0))], &[("c1", old), ("c2", old)]);
-        assert_eq!(verdict(&g, "c2"), ShardVerdict::Awaiting { since: NOW });
-        assert_eq!(g.watermark, None);
+        assert_eq!(verdict(&g, "c2"), ShardVerdict::Awaiting { since: NOW, inherited: Some(EventTime(400)) });
+        assert_eq!(g.watermark, Some(EventTime(400)));
         assert!(g.first_seen.is_empty(), "no timeout starts before the parent is drained");
         // One child started: the parent is drained and leaves; the other child still
         // holds back, and its timeout starts now.
         let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0))], &[]);
         assert_eq!(verdict(&g, "p"), ShardVerdict::Retired);
-        assert_eq!(g.watermark, None);
+        assert_eq!(g.watermark, Some(EventTime(400)));
         assert_eq!(g.first_seen.get(&ShardId("c2".into())), Some(&NOW));
         let g = decide(&shards, &[("p", state(Some(400), 0)), ("c1", state(Some(900), 0))], &[("c2", old)]);
         assert_eq!(verdict(&g, "c2"), ShardVerdict::NeverReported);

@@ -236,6 +236,9 @@ pub struct Stats {
     pub closer_invocations: u64,
     pub steps: u64,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Requests that landed, by kind.
+    pub requests: BTreeMap<&'static str, u64>,
+    pub windows_closed: u64,
 }
 
 impl Stats {
@@ -551,8 +554,10 @@ impl Sim {
             roll,
         );
         let Some((label, service)) = landed else { return false };
+        *self.stats.requests.entry(label).or_default() += 1;
         if throttle && service == Service::Dynamo {
             self.stats.fault("dynamodb_throttled");
+            self.log(format!("throttled: {label}"));
         }
         self.shared.advance(self.rng.i64(0..8));
         let after = self.shared.tables.lock().unwrap().closer.state.closed_through;
@@ -902,6 +907,7 @@ impl Sim {
                         self.log(line);
                     }
                 }
+                self.stats.windows_closed += reports.iter().map(|r| r.windows_closed + r.windows_reemitted).sum::<u64>();
                 self.closer_reports.extend(reports);
             }
             _ => unreachable!("an actor's output matches its kind"),
@@ -932,15 +938,23 @@ impl Sim {
     /// only (bogus event times left out): the highest watermark event in
     /// producer mode, the highest event time minus the bound in bounded mode.
     /// The shard's own rule may lag behind it, never run ahead of it.
+    /// A child continues its parents' stream, so their promise carries over.
     fn true_watermark_before(&self, shard: &SimShard, position: usize) -> Option<EventTime> {
+        let inherited = shard
+            .stream
+            .parents()
+            .filter_map(|p| self.shards.iter().find(|s| s.stream.id == *p))
+            .filter_map(|parent| self.true_watermark_before(parent, parent.records.len()))
+            .max();
         let real = shard.records[..position].iter();
-        match self.s.mode {
+        let own = match self.s.mode {
             WatermarkMode::Producer => real.filter_map(|r| if let Truth::Watermark(t) = r.truth { Some(t) } else { None }).max(),
             WatermarkMode::Bounded { max_out_of_orderness_s } => real
                 .filter_map(|r| if let Truth::Trip { dropoff, .. } = r.truth { Some(dropoff) } else { None })
                 .max()
                 .map(|t| t.plus_seconds(-max_out_of_orderness_s)),
-        }
+        };
+        own.max(inherited)
     }
 
     /// The watermark the shard's own rule reaches at the end over its real
