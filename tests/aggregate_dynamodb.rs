@@ -1,15 +1,19 @@
 //! The aggregate function's real handler against real DynamoDB Local.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use taxi_aws::aggregate_function::{AggregateFunction, MetricsOutput};
 use taxi_aws::dynamo::{ensure_table, DynamoStore};
-use taxi_core::aggregate::{MetricKey, PartialKey, PartialValue};
+use taxi_core::aggregate::{MetricKey, PartialValue};
+use taxi_core::closer::CloserStore;
 use taxi_core::event::{watermark_event_json, InvalidReason, TripEvent};
+use taxi_core::geo::Cell;
 use taxi_core::ingest::{Aggregator, IngestSettings};
+use taxi_core::pack::{merge_into, pack, Partials, MAX_PART_BYTES};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
-use taxi_core::store::{FaultyStore, PartialStore, PartialWrite, PartialWriteOutcome, SaveOutcome};
+use taxi_core::store::{Commit, CommitOutcome, FaultyStore, PaneAppend, PartialStore};
 use taxi_core::time::{EventTime, WallTime};
-use taxi_core::watermark::{CloserProgress, WatermarkMode};
+use taxi_core::watermark::WatermarkMode;
 use taxi_core::window::PaneStart;
 use taxi_integration_tests::kinesis::{kinesis_seq, lambda_event, shard_streams, trip_events, StreamRecord};
 use taxi_integration_tests::standins::{dynamodb_client, unique_name};
@@ -52,11 +56,13 @@ async fn real_sample_over_four_shards_survives_redelivery_crashes_and_retries() 
         while checkpoint < stream.records.len() {
             let batch = &stream.records[checkpoint..(checkpoint + BATCH_SIZE).min(stream.records.len())];
             attempt += 1;
-            // Every third attempt the function dies at some operation (sometimes
-            // after its last one, so it lives); every fifth, one write fails.
+            // Every third attempt the function dies before some operation or
+            // while waiting for its answer (the loads, the commit, sometimes
+            // after its last one, so it lives); every fifth, one operation fails.
             match attempt % 15 {
-                0 | 3 | 6 | 9 | 12 => store.crash_at((attempt * 7) % 90),
-                5 | 10 => store.fail_operation(2 + attempt % 20),
+                0 | 6 | 12 => store.crash_at(attempt % 4),
+                3 | 9 => store.crash_after(attempt % 4),
+                5 | 10 => store.fail_operation(attempt % 3),
                 _ => {}
             }
             let response = function.handle(lambda_event(&stream.shard_id, batch), now).await;
@@ -211,48 +217,85 @@ async fn a_batch_of_bad_input_is_counted_by_reason_and_never_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sequence_fence_and_state_conditions_hold_in_dynamodb_local() {
+async fn a_commit_lands_whole_only_on_its_two_conditions_in_dynamodb_local() {
     let client = dynamodb_client();
-    let table = unique_name("fence");
+    let table = unique_name("commit");
     ensure_table(&client, &table).await.unwrap();
     ensure_table(&client, &table).await.expect("creating an existing table is a no-op");
     let store = DynamoStore::new(client, &table);
     let shard = ShardId("shardId-000000000007".into());
     let seq = |n: u64| SeqNum::parse(&format!("49{n:054}")).unwrap();
-    let key = PartialKey { pane: PaneStart(1_420_848_000), metric: MetricKey::parse_sort_key("pickups#dr5ru7").unwrap() };
-    let write = |first: u64, last: u64, count: u64| {
-        let (first, last) = (seq(first), seq(last));
-        let store = &store;
-        let shard = &shard;
+    let pane = PaneStart(1_420_848_000);
+    let cell = |i: u64| MetricKey::Pickups(Cell::from_bits(6, (Cell::parse("dr5").unwrap().to_bits().1 << 15) + i).unwrap());
+    let partials = |n: u64, count: u64| -> Partials { (0..n).map(|i| (cell(i), PartialValue { count, sum_s: count * 10 })).collect() };
+    let append =
+        |partials: &Partials, compacted| PaneAppend { pane, compacted, parts: pack(partials), expires_at: EventTime(2_000_000_000) };
+    let state_at = |n: u64| ShardState { applied_seq: Some(seq(n)), updated_at: Some(WallTime(1)), ..ShardState::default() };
+    let commit = |expected: Option<u64>, applied: u64, closing_through, appends: Vec<PaneAppend>| {
+        let (store, shard) = (&store, &shard);
         async move {
-            let w = PartialWrite {
-                shard,
-                key,
-                value: PartialValue { count, sum_s: count * 10 },
-                first_seq: &first,
-                last_seq: &last,
-                expires_at: EventTime(2_000_000_000),
-            };
-            store.write_partial(&w).await.unwrap()
+            let (state, expected) = (state_at(applied), expected.map(seq));
+            let commit = Commit { shard, expected: expected.as_ref(), closing_through, state: &state, appends, markers: Vec::new() };
+            store.commit(&commit).await.unwrap()
         }
     };
-    assert!(matches!(write(10, 20, 3).await, PartialWriteOutcome::Applied { .. }));
-    // The same records again, and an overlapping range: refused, with the item's fence.
-    assert!(matches!(write(10, 20, 3).await, PartialWriteOutcome::Fenced { item_seq, .. } if item_seq == seq(20)));
-    assert!(matches!(write(15, 30, 4).await, PartialWriteOutcome::Fenced { item_seq, .. } if item_seq == seq(20)));
-    assert!(matches!(write(21, 30, 2).await, PartialWriteOutcome::Applied { .. }));
-    let merged = merged_partials(store.client(), &table).await;
-    assert_eq!(merged.get(&(1_420_848_000, "pickups#dr5ru7".into())), Some(&(5, 50)));
 
-    let state = ShardState { applied_seq: Some(seq(30)), updated_at: Some(WallTime(1)), ..ShardState::default() };
-    assert!(matches!(store.save_shard_state(&shard, &state, None).await.unwrap(), SaveOutcome::Saved { .. }));
-    match store.save_shard_state(&shard, &state, None).await.unwrap() {
-        SaveOutcome::Conflict { current } => assert_eq!(*current, state),
-        other => panic!("expected a conflict, got {other:?}"),
+    assert!(matches!(commit(None, 10, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::Committed { .. }));
+    // The same batch again, and one judged on a state that moved: refused whole, with the state as it is.
+    match commit(None, 10, None, vec![append(&partials(3, 1), false)]).await {
+        CommitOutcome::StateMoved { current } => assert_eq!(*current, state_at(10)),
+        other => panic!("expected the state to have moved, got {other:?}"),
     }
-    assert!(matches!(store.save_shard_state(&shard, &state, Some(&seq(29))).await.unwrap(), SaveOutcome::Conflict { .. }));
-    let next = ShardState { applied_seq: Some(seq(40)), ..state.clone() };
-    assert!(matches!(store.save_shard_state(&shard, &next, Some(&seq(30))).await.unwrap(), SaveOutcome::Saved { .. }));
-    assert_eq!(store.load_shard_state(&shard).await.unwrap(), Some(next));
-    assert_eq!(store.load_closer_progress(&ShardId("s".into())).await.unwrap(), CloserProgress::default());
+    assert!(matches!(commit(Some(9), 20, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::StateMoved { .. }));
+    // The closer announces a close: a batch judged before it is refused, one judged after lands.
+    store.announce_closing(EventTime(1_420_848_600)).await.unwrap();
+    assert_eq!(commit(Some(10), 20, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::CloserMoved);
+    let closing = Some(EventTime(1_420_848_600));
+    assert!(matches!(commit(Some(10), 20, closing, vec![append(&partials(2, 1), false)]).await, CommitOutcome::Committed { .. }));
+    assert_eq!(store.read_pane_log(&shard, pane).await.unwrap(), merged(&[partials(3, 1), partials(2, 1)]));
+
+    // A compaction holds the whole pane: what came before it is no longer read.
+    let whole = merged(&[partials(3, 1), partials(2, 1), partials(1, 4)]);
+    assert!(matches!(commit(Some(20), 30, closing, vec![append(&whole, true)]).await, CommitOutcome::Committed { .. }));
+    assert!(matches!(commit(Some(30), 40, closing, vec![append(&partials(1, 1), false)]).await, CommitOutcome::Committed { .. }));
+    assert_eq!(store.read_pane_log(&shard, pane).await.unwrap(), merged(&[whole.clone(), partials(1, 1)]));
+
+    // The largest pane: 2^15 cells with a partial each, a compaction in several parts far under 400 KB.
+    let largest = partials(1 << 15, 1_000);
+    let parts = pack(&largest);
+    assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", parts.len());
+    assert!(matches!(commit(Some(40), 50, closing, vec![append(&largest, true)]).await, CommitOutcome::Committed { .. }));
+    assert_eq!(store.read_partials(pane, &shard).await.unwrap().into_iter().collect::<Partials>(), largest);
+    assert_eq!(store.load_closer_progress(&ShardId("s".into())).await.unwrap().closing_through, closing);
+}
+
+fn merged(all: &[Partials]) -> Partials {
+    let mut merged = Partials::new();
+    for partials in all {
+        merge_into(&mut merged, partials.iter().map(|(k, v)| (*k, *v)));
+    }
+    merged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_the_first_layout_is_refused_with_the_way_out() {
+    let client = dynamodb_client();
+    let table = unique_name("old-layout");
+    ensure_table(&client, &table).await.unwrap();
+    // The first layout's shard state: no `layout`, open panes as a number set.
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("S#shardId-000000000000".into()))
+        .item("sk", AttributeValue::S("STATE".into()))
+        .item("shard_id", AttributeValue::S("shardId-000000000000".into()))
+        .item("applied_seq", AttributeValue::S(format!("{:0>129}", 42)))
+        .item("open_panes", AttributeValue::Ns(vec!["1420848000".into()]))
+        .send()
+        .await
+        .unwrap();
+    let store = DynamoStore::new(client, &table);
+    let error = store.load_shard_state(&ShardId("shardId-000000000000".into())).await.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("another layout") && error.to_string().contains("new table"), "{error}");
 }

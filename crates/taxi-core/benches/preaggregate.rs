@@ -64,7 +64,7 @@ fn preaggregate(c: &mut Criterion) {
     let settings = IngestSettings::default();
     let shard = ShardId("shardId-000000000000".into());
     let (state, progress, now) = (ShardState::default(), CloserProgress::default(), WallTime::now());
-    let plan = || plan_batch(&settings, &shard, &records, &state, &progress, now, &Default::default());
+    let plan = || plan_batch(&settings, &shard, &records, &state, &progress, now);
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let p = plan();

@@ -1,16 +1,14 @@
-//! Pre-aggregation of one batch, keyed by (pane, metric, key).
-//!
-//! DynamoDB writes per batch equal the number of distinct keys, not records.
-//! Each contribution remembers which records (by position in the batch) it
-//! covers, so that when the store reports that an item already holds some of
-//! them, exactly the rest can be applied.
+//! Pre-aggregation of one batch, keyed by (pane, metric, key): what a batch
+//! writes grows with the distinct keys it touches, not with its records.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rustc_hash::FxHashMap;
 
 use crate::event::TripFacts;
 use crate::geo::{Airport, Cell};
+use crate::pack::Partials;
 use crate::window::PaneStart;
 
 /// What is counted, and for which key.
@@ -25,24 +23,13 @@ pub enum MetricKey {
 }
 
 impl MetricKey {
-    /// The DynamoDB sort key: `<metric>#<key>`.
-    pub fn sort_key(&self) -> String {
+    /// `<metric>#<key>`, as logs show it.
+    pub fn label(&self) -> String {
         match self {
             MetricKey::Pickups(cell) => format!("pickups#{cell}"),
             MetricKey::AirportCell(airport, cell) => format!("airport_cell#{}#{cell}", airport.code()),
             MetricKey::Airport(airport) => format!("airport#{}", airport.code()),
         }
-    }
-
-    pub fn parse_sort_key(text: &str) -> Option<MetricKey> {
-        let mut parts = text.split('#');
-        let key = match (parts.next()?, parts.next(), parts.next()) {
-            ("pickups", Some(cell), None) => MetricKey::Pickups(Cell::parse(cell)?),
-            ("airport_cell", Some(code), Some(cell)) => MetricKey::AirportCell(Airport::from_code(code)?, Cell::parse(cell)?),
-            ("airport", Some(code), None) => MetricKey::Airport(Airport::from_code(code)?),
-            _ => return None,
-        };
-        parts.next().is_none().then_some(key)
     }
 
     /// The keys one valid trip contributes to.
@@ -56,7 +43,7 @@ impl MetricKey {
 
 impl fmt::Display for MetricKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.sort_key())
+        f.write_str(&self.label())
     }
 }
 
@@ -81,67 +68,21 @@ impl PartialValue {
     }
 }
 
-/// A record's share of one partial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Member {
-    position: u32,
-    duration_s: u32,
-}
-
-/// The part of a batch that goes to one partial, with the records it covers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Contribution {
-    pub value: PartialValue,
-    /// Ascending positions, since records are added in batch order.
-    members: Vec<Member>,
-}
-
-impl Contribution {
-    fn push(&mut self, position: usize, duration_s: u32) {
-        self.value.add(PartialValue { count: 1, sum_s: u64::from(duration_s) });
-        self.members.push(Member { position: position as u32, duration_s });
-    }
-
-    /// Position of the earliest record covered.
-    pub fn first_position(&self) -> usize {
-        self.members.first().map_or(0, |m| m.position as usize)
-    }
-
-    /// Position of the latest record covered.
-    pub fn last_position(&self) -> usize {
-        self.members.last().map_or(0, |m| m.position as usize)
-    }
-
-    /// The contribution of the covered records for which `already_applied` is
-    /// false; since positions ascend and so do sequence numbers, those form a
-    /// suffix. `None` when every record was already applied.
-    pub fn remainder(&self, already_applied: impl Fn(usize) -> bool) -> Option<Contribution> {
-        let split = self.members.partition_point(|m| already_applied(m.position as usize));
-        let rest = &self.members[split..];
-        if rest.is_empty() {
-            return None;
-        }
-        let mut remainder = Contribution::default();
-        for m in rest {
-            remainder.push(m.position as usize, m.duration_s);
-        }
-        Some(remainder)
-    }
-}
-
-/// All contributions of one batch (of one shard).
+/// All partials of (part of) one batch of one shard.
 #[derive(Clone, Debug, Default)]
 pub struct BatchAggregate {
-    parts: FxHashMap<PartialKey, Contribution>,
+    parts: FxHashMap<PartialKey, PartialValue>,
 }
 
 impl BatchAggregate {
-    pub fn add_trip(&mut self, position: usize, pane: PaneStart, facts: &TripFacts) {
+    pub fn add_trip(&mut self, pane: PaneStart, facts: &TripFacts) {
+        let trip = PartialValue { count: 1, sum_s: u64::from(facts.duration_s) };
         for metric in MetricKey::of_trip(facts) {
-            self.parts.entry(PartialKey { pane, metric }).or_default().push(position, facts.duration_s);
+            self.parts.entry(PartialKey { pane, metric }).or_default().add(trip);
         }
     }
 
+    /// Distinct (pane, metric, key) partials.
     pub fn len(&self) -> usize {
         self.parts.len()
     }
@@ -150,11 +91,13 @@ impl BatchAggregate {
         self.parts.is_empty()
     }
 
-    /// Contributions in key order, so that writes happen in a deterministic order.
-    pub fn into_sorted(self) -> Vec<(PartialKey, Contribution)> {
-        let mut parts: Vec<_> = self.parts.into_iter().collect();
-        parts.sort_unstable_by_key(|(key, _)| *key);
-        parts
+    /// The partials by pane, in key order.
+    pub fn into_panes(self) -> BTreeMap<PaneStart, Partials> {
+        let mut panes: BTreeMap<PaneStart, Partials> = BTreeMap::new();
+        for (key, value) in self.parts {
+            panes.entry(key.pane).or_default().insert(key.metric, value);
+        }
+        panes
     }
 }
 
@@ -174,33 +117,27 @@ mod tests {
     }
 
     #[test]
-    fn sort_keys_round_trip() {
+    fn labels_name_the_metric_and_key() {
         let cell = Cell::parse("dr5ru7").unwrap();
-        for key in [MetricKey::Pickups(cell), MetricKey::AirportCell(Airport::Lga, cell), MetricKey::Airport(Airport::Jfk)] {
-            assert_eq!(MetricKey::parse_sort_key(&key.sort_key()), Some(key));
-        }
-        assert_eq!(MetricKey::Airport(Airport::Jfk).sort_key(), "airport#JFK");
-        assert_eq!(MetricKey::parse_sort_key("pickups#dr5ru7#x"), None);
-        assert_eq!(MetricKey::parse_sort_key("airport#SFO"), None);
+        assert_eq!(MetricKey::Pickups(cell).to_string(), "pickups#dr5ru7");
+        assert_eq!(MetricKey::AirportCell(Airport::Lga, cell).to_string(), "airport_cell#LGA#dr5ru7");
+        assert_eq!(MetricKey::Airport(Airport::Jfk).to_string(), "airport#JFK");
     }
 
     #[test]
-    fn airport_trip_feeds_three_keys_and_remainder_is_a_suffix() {
+    fn airport_trip_feeds_three_keys() {
         let mut batch = BatchAggregate::default();
         let pane = PaneStart(600);
-        batch.add_trip(0, pane, &facts(40.75, Some(Airport::Jfk), 100));
-        batch.add_trip(3, pane, &facts(40.75, None, 50));
-        batch.add_trip(5, pane, &facts(40.75, Some(Airport::Jfk), 200));
-        let parts = batch.into_sorted();
-        assert_eq!(parts.len(), 3);
-        let pickups = &parts.iter().find(|(k, _)| matches!(k.metric, MetricKey::Pickups(_))).unwrap().1;
-        assert_eq!(pickups.value, PartialValue { count: 3, sum_s: 350 });
-        assert_eq!((pickups.first_position(), pickups.last_position()), (0, 5));
-        let rest = pickups.remainder(|p| p <= 3).unwrap();
-        assert_eq!(rest.value, PartialValue { count: 1, sum_s: 200 });
-        assert_eq!(rest.first_position(), 5);
-        assert!(pickups.remainder(|p| p <= 5).is_none());
-        let airport = &parts.iter().find(|(k, _)| k.metric == MetricKey::Airport(Airport::Jfk)).unwrap().1;
-        assert_eq!(airport.value, PartialValue { count: 2, sum_s: 300 });
+        batch.add_trip(pane, &facts(40.75, Some(Airport::Jfk), 100));
+        batch.add_trip(pane, &facts(40.75, None, 50));
+        batch.add_trip(PaneStart(1200), &facts(40.75, Some(Airport::Jfk), 200));
+        assert_eq!(batch.len(), 6);
+        let panes = batch.into_panes();
+        let first = &panes[&pane];
+        assert_eq!(first.len(), 3);
+        let pickups = first.iter().find(|(k, _)| matches!(k, MetricKey::Pickups(_))).unwrap().1;
+        assert_eq!(*pickups, PartialValue { count: 2, sum_s: 150 });
+        assert_eq!(first[&MetricKey::Airport(Airport::Jfk)], PartialValue { count: 1, sum_s: 100 });
+        assert_eq!(panes[&PaneStart(1200)][&MetricKey::Airport(Airport::Jfk)], PartialValue { count: 1, sum_s: 200 });
     }
 }

@@ -232,14 +232,20 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
         report.global = Some(global);
 
-        // Phase one: announce what this pass closes before reading anything, so an
-        // aggregate function whose partial lands after a read re-emits the window.
+        // Phase one: announce what this pass closes before reading anything; an
+        // aggregate commit judged against an older announcement is refused.
         let through = watermark.map(|w| closable_through(&s.window, w));
-        if let Some(through) =
-            through.filter(|t| closer.closing_through.is_none_or(|c| *t > c) && closer.closed_through.is_none_or(|c| *t > c))
+        let states = match through.filter(|t| closer.closing_through.is_none_or(|c| *t > c) && closer.closed_through.is_none_or(|c| *t > c))
         {
-            self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
-        }
+            Some(through) => {
+                self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
+                // A batch committed between the first read and the announcement
+                // may list panes the first read did not; every later commit was
+                // judged against the announcement (its transaction checks it).
+                self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?
+            }
+            None => states,
+        };
         // Every read of this pass comes after the announcement, so a pane read once serves every window of it.
         let mut panes = PaneReads::default();
 
@@ -262,13 +268,13 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         }
 
         let (Some(watermark), Some(through)) = (watermark, through) else { return Ok(()) };
-        let open_panes = states.values().flat_map(|state| state.open_panes.iter().copied());
+        let open_panes = states.values().flat_map(|state| state.open_panes.keys().copied());
         let windows = windows_to_close(&s.window, open_panes, closer.closed_through, watermark);
-        // A pane is read from the shards whose state lists it: a partial written
-        // after these states were read comes with a second read of the closer's
-        // progress, which sees the announcement and re-emits the window.
+        // A pane is read from the shards whose state lists it: a batch committed
+        // after these states were read was judged against the announcement,
+        // so it re-emits the window.
         let listing = |pane: PaneStart| -> Vec<ShardId> {
-            states.iter().filter(|(_, state)| state.open_panes.contains(&pane)).map(|(id, _)| id.clone()).collect()
+            states.iter().filter(|(_, state)| state.open_panes.contains_key(&pane)).map(|(id, _)| id.clone()).collect()
         };
         for (i, window) in windows.iter().enumerate() {
             if self.out_of_time(clock, deadline) {

@@ -159,7 +159,7 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
             allowed_lateness_s: self.number("ALLOWED_LATENESS_SECONDS", 300i64, 0, 7 * 86_400)?,
             future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", DEFAULT_FUTURE_TOLERANCE_S, 0, 7 * 86_400)?,
             retention_s: self.number("RETENTION_HOURS", 48i64, 1, 24 * 365)? * 3600,
-            write_concurrency: self.number("DYNAMODB_WRITE_CONCURRENCY", 16usize, 1, 256)?,
+            ..IngestSettings::default()
         })
     }
 }
@@ -207,7 +207,6 @@ mod tests {
             ("ALLOWED_LATENESS_SECONDS", "0"),
             ("FUTURE_TOLERANCE_SECONDS", "60"),
             ("RETENTION_HOURS", "2"),
-            ("DYNAMODB_WRITE_CONCURRENCY", "4"),
         ])
         .ingest_settings()
         .unwrap();
@@ -215,7 +214,6 @@ mod tests {
         assert_eq!(settings.precision.chars(), 7);
         assert_eq!(settings.watermark_mode, WatermarkMode::Bounded { max_out_of_orderness_s: 30 });
         assert_eq!((settings.allowed_lateness_s, settings.future_tolerance_s, settings.retention_s), (0, 60, 7200));
-        assert_eq!(settings.write_concurrency, 4);
     }
 
     #[test]

@@ -103,6 +103,9 @@ impl Default for GeohashPrecision {
     }
 }
 
+/// The geohash base-32 alphabet, in ascending ASCII order.
+const GEOHASH_ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
+
 /// A geohash cell, stored inline so that aggregation keys are `Copy` and
 /// hashing them allocates nothing.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,7 +123,7 @@ impl Cell {
     /// bytes: the crate returns a `String`, one allocation per trip, which
     /// batch mode cannot afford.
     pub fn containing(p: GeoPoint, precision: GeohashPrecision) -> Option<Cell> {
-        const ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";
+        const ALPHABET: &[u8; 32] = GEOHASH_ALPHABET;
         if !(-90.0..=90.0).contains(&p.lat) || !(-180.0..=180.0).contains(&p.lon) {
             return None;
         }
@@ -138,7 +141,7 @@ impl Cell {
 
     /// Accepts a geohash string of 1 to 12 characters of the geohash alphabet.
     pub fn parse(hash: &str) -> Option<Cell> {
-        const ALPHABET: &[u8] = b"0123456789bcdefghjkmnpqrstuvwxyz";
+        const ALPHABET: &[u8] = GEOHASH_ALPHABET;
         let bytes = hash.as_bytes();
         if bytes.is_empty() || bytes.len() > usize::from(GeohashPrecision::MAX) || !bytes.iter().all(|b| ALPHABET.contains(b)) {
             return None;
@@ -146,6 +149,27 @@ impl Cell {
         let mut chars = [0u8; GeohashPrecision::MAX as usize];
         chars[..bytes.len()].copy_from_slice(bytes);
         Some(Cell { len: bytes.len() as u8, chars })
+    }
+
+    /// The cell as its length and its 5-bit characters packed into an integer,
+    /// higher characters first: within one length, integers order as cells do.
+    pub fn to_bits(&self) -> (u8, u64) {
+        let bits = self.chars[..usize::from(self.len)]
+            .iter()
+            .fold(0u64, |bits, c| (bits << 5) | GEOHASH_ALPHABET.iter().position(|a| a == c).unwrap_or(0) as u64);
+        (self.len, bits)
+    }
+
+    /// The inverse of [`Cell::to_bits`]; `None` for a length out of range or bits beyond it.
+    pub fn from_bits(len: u8, bits: u64) -> Option<Cell> {
+        if len == 0 || len > GeohashPrecision::MAX || bits >> (5 * u32::from(len)) != 0 {
+            return None;
+        }
+        let mut chars = [0u8; GeohashPrecision::MAX as usize];
+        for (i, char) in chars[..usize::from(len)].iter_mut().enumerate() {
+            *char = GEOHASH_ALPHABET[(bits >> (5 * (usize::from(len) - 1 - i))) as usize & 0x1f];
+        }
+        Some(Cell { len, chars })
     }
 
     pub fn as_str(&self) -> &str {
@@ -237,5 +261,25 @@ mod tests {
         assert_eq!(Cell::parse("dr5ru7").unwrap().as_str(), "dr5ru7");
         assert_eq!(Cell::parse("dr5ra!"), None);
         assert_eq!(Cell::parse("a"), None, "'a' is not in the geohash alphabet");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cell_bits_round_trip_and_keep_the_order(a in "[0-9b-hjkmnp-z]{1,12}", b in "[0-9b-hjkmnp-z]{1,12}") {
+            let (a, b) = (Cell::parse(&a).unwrap(), Cell::parse(&b).unwrap());
+            let (len, bits) = a.to_bits();
+            proptest::prop_assert_eq!(Cell::from_bits(len, bits), Some(a));
+            if a.len == b.len {
+                proptest::prop_assert_eq!(a.cmp(&b), bits.cmp(&b.to_bits().1));
+            }
+        }
+    }
+
+    #[test]
+    fn cell_bits_out_of_range_are_refused() {
+        assert_eq!(Cell::from_bits(0, 0), None);
+        assert_eq!(Cell::from_bits(13, 0), None);
+        assert_eq!(Cell::from_bits(1, 32), None);
+        assert_eq!(Cell::from_bits(6, Cell::parse("dr5ru7").unwrap().to_bits().1).unwrap().as_str(), "dr5ru7");
     }
 }

@@ -3,40 +3,53 @@
 //! Per batch of one shard:
 //! 1. load the shard state and the closer's progress;
 //! 2. skip records at or below the shard's applied sequence number;
-//! 3. decode, validate and pre-aggregate the rest by (pane, metric, key);
-//! 4. write each partial behind its sequence fence (bounded concurrency);
-//! 5. write re-emit markers for late data, after the partials they point to;
-//! 6. advance the shard state (watermark, applied sequence, counters) over
-//!    the prefix of records whose every effect is durable, conditionally;
-//! 7. report a retry from the first record that is not durable, if any.
+//! 3. decode, validate, judge the lateness of and pre-aggregate the rest by
+//!    (pane, metric, key), and name the windows their trips make late or that
+//!    the closer has announced it is closing;
+//! 4. commit in one transaction: each touched pane's packed delta (or, when
+//!    its log has grown, a compaction of it) appended to the shard's pane log,
+//!    the re-emit markers, and the shard state (watermark, applied sequence,
+//!    counters), on the conditions that nobody moved the shard state and that
+//!    the closer announced nothing new since step 1;
+//! 5. on a refused condition, reload and judge again; on a store error,
+//!    report a retry from the first record not committed.
 //!
-//! Whatever the delivery history (duplicates, retries, re-cut batches, a crash
-//! between any two writes), the store ends as after one clean pass: see
-//! docs/ARCHITECTURE.md for the argument, and the property tests for the check.
+//! A commit lands whole or not at all, so whatever the delivery history
+//! (duplicates, retries, re-cut batches, a crash anywhere, a timed-out
+//! invocation's request landing late) every record's effect is applied once:
+//! see docs/ARCHITECTURE.md for the argument, and the property tests and the
+//! whole-pipeline simulation for the check.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::stream::{self, StreamExt};
-
-use crate::aggregate::{BatchAggregate, Contribution, MetricKey, PartialKey};
+use crate::aggregate::BatchAggregate;
 use crate::event::{decode, validate_trip, Event, InvalidReason, TripFacts};
 use crate::geo::{Areas, GeohashPrecision};
 use crate::metrics::BatchMetrics;
+use crate::pack::{merge_into, pack, Partials};
 use crate::seq::SeqNum;
-use crate::shard::{Counters, ShardId, ShardState};
-use crate::store::{PartialStore, PartialWrite, PartialWriteOutcome, ReemitMarker, SaveOutcome, StoreError};
+use crate::shard::{Counters, PaneLogSize, ShardId, ShardState};
+use crate::store::{Commit, CommitOutcome, PaneAppend, PartialStore, ReemitMarker, StoreError};
 use crate::time::{EventTime, WallTime};
 use crate::watermark::{CloserProgress, Lateness, WatermarkMode};
-use crate::window::{WindowSpec, WindowStart};
+use crate::window::{PaneStart, WindowSpec, WindowStart};
 
 /// How many malformed records per batch are logged with a sample; the rest are only counted.
 const LOGGED_SAMPLES_PER_BATCH: usize = 5;
 /// Bytes of a malformed record shown in its log line.
 const SAMPLE_BYTES: usize = 160;
-/// Rounds of "the store moved under us, recompute and try again" before giving up
-/// and asking for a retry. More than one round means a second writer on the shard.
+/// Refused commits in a row ("the state or the closer moved, judge again")
+/// before giving up and asking for a retry.
 const MAX_CONFLICT_ROUNDS: usize = 3;
+/// Items and payload bytes of one transaction, below DynamoDB's 100 and 4 MB.
+const MAX_COMMIT_ITEMS: usize = 100;
+const MAX_COMMIT_BYTES: usize = 3 * 1024 * 1024;
+/// Open panes a shard state may list (about 25 bytes each in the item, far
+/// under DynamoDB's 400 KB). A batch that would open more waits, with an
+/// error in the log, until the closer closes windows: only a closer that has
+/// not advanced for weeks of event time, or a flood of bogus timestamps, gets
+/// here, and the shard's growing iterator age pages someone.
+pub const MAX_OPEN_PANES: usize = 4096;
 
 /// Settings of the aggregate function's analytics.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +63,18 @@ pub struct IngestSettings {
     pub future_tolerance_s: i64,
     /// How long partials and markers outlive the windows they feed.
     pub retention_s: i64,
-    pub write_concurrency: usize,
+    /// A pane log is compacted when its deltas since the last compaction would
+    /// outgrow the compaction and this many bytes: a reader then reads at most
+    /// about twice what the pane holds, and each partial is rewritten a
+    /// logarithmic number of times over the pane's life. Not a deployment
+    /// knob; tests lower it to compact all the time.
+    pub compaction_min_bytes: u32,
+    /// Panes plus re-emitted windows one commit may touch; a batch that
+    /// touches more is committed in several transactions. A transaction holds
+    /// at most 100 items and 4 MB (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html):
+    /// 64 leaves room for the state, the closer check and large panes' extra
+    /// parts. Not a deployment knob; tests lower it to split batches.
+    pub max_touched_per_commit: usize,
 }
 
 impl Default for IngestSettings {
@@ -63,7 +87,8 @@ impl Default for IngestSettings {
             allowed_lateness_s: 300,
             future_tolerance_s: 900,
             retention_s: 48 * 3600,
-            write_concurrency: 16,
+            compaction_min_bytes: 16 * 1024,
+            max_touched_per_commit: 64,
         }
     }
 }
@@ -111,6 +136,13 @@ pub struct Aggregator<S> {
     settings: IngestSettings,
 }
 
+/// What one commit attempt came to.
+enum Attempt {
+    Committed(ShardState),
+    StateMoved(ShardState),
+    CloserMoved,
+}
+
 impl<S: PartialStore> Aggregator<S> {
     pub fn new(store: S, settings: IngestSettings) -> Aggregator<S> {
         Aggregator { store, settings }
@@ -132,53 +164,56 @@ impl<S: PartialStore> Aggregator<S> {
             return BatchReport { retry_from: None, metrics };
         };
         let loaded = futures::future::try_join(self.store.load_shard_state(shard), self.store.load_closer_progress(shard)).await;
-        let (state, progress) = match loaded {
+        let (mut state, mut progress) = match loaded {
             Ok((state, progress)) => (state.unwrap_or_default(), progress),
             Err(e) => return self.retry(metrics, &first.seq, "loading the shard state", &e),
         };
+        metrics.redelivered = records.iter().filter(|r| state.has_applied(&r.seq)).count() as u64;
+        metrics.watermark = state.watermark.watermark;
 
-        let mut plan = plan_batch(&self.settings, shard, records, &state, &progress, now, &BTreeSet::new());
-        match self.rescued(shard, &plan).await {
-            Ok(rescued) if rescued.is_empty() => {}
-            Ok(rescued) => plan = plan_batch(&self.settings, shard, records, &state, &progress, now, &rescued),
-            Err(e) => return self.retry(metrics, &first.seq, "reading the partials of dropped trips", &e),
-        }
-        metrics.redelivered = (records.len() - plan.fresh.len()) as u64;
-
-        let (durable, write_metrics) = self.write_effects(shard, &plan, now).await;
-        let fresh = &plan.fresh;
-        metrics.partial_writes = write_metrics.partial_writes;
-        metrics.fenced_writes = write_metrics.fenced_writes;
-        metrics.marker_writes = write_metrics.marker_writes;
-        metrics.consumed_capacity_units = write_metrics.consumed_capacity_units;
-
-        let saved = self.advance_state(shard, state, &fresh[..durable], &progress, now, &mut metrics).await;
-        let retry_from = match saved {
-            Ok(()) => fresh.get(durable).map(|f| f.record.seq.clone()),
-            Err(e) => {
-                metrics.applied = Counters::default();
-                return self.retry(metrics, &fresh[0].record.seq, "saving the shard state", &e);
-            }
-        };
-        metrics.retry_requested = retry_from.is_some();
-        BatchReport { retry_from, metrics }
-    }
-
-    /// The trips judged past lateness that an earlier attempt of this batch
-    /// already wrote to a partial (the item's fence is at or past the record).
-    async fn rescued(&self, shard: &ShardId, plan: &BatchPlan<'_>) -> Result<BTreeSet<usize>, StoreError> {
-        let mut rescued = BTreeSet::new();
-        for (position, fresh) in plan.fresh.iter().enumerate() {
-            let Outcome::DroppedLate { facts } = &fresh.outcome else { continue };
-            let pane = self.settings.window.pane_of(facts.event_time);
-            for metric in MetricKey::of_trip(facts) {
-                if self.store.partial_seq(shard, PartialKey { pane, metric }).await?.is_some_and(|seq| seq >= fresh.record.seq) {
-                    rescued.insert(position);
-                    break;
+        let mut rest = records;
+        let mut refused = 0;
+        loop {
+            let plan = plan_batch(&self.settings, shard, rest, &state, &progress, now);
+            if plan.fresh.is_empty() {
+                let retry_from = plan.held_back.then(|| rest[plan.consumed].seq.clone());
+                if let Some(seq) = &retry_from {
+                    tracing::error!(%shard, retry_from = %seq, open_panes = state.open_panes.len(), max = MAX_OPEN_PANES,
+                        "the shard state lists the most open panes it may: waiting for the closer to close windows (is it running? is another shard stuck?)");
                 }
+                metrics.retry_requested = retry_from.is_some();
+                return BatchReport { retry_from, metrics };
+            }
+            let attempt = match self.commit(shard, &state, &progress, &plan, now, &mut metrics).await {
+                Ok(attempt) => attempt,
+                Err(e) => return self.retry(metrics, &plan.fresh[0].record.seq, "committing the batch", &e),
+            };
+            match attempt {
+                Attempt::Committed(next) => {
+                    state = next;
+                    rest = &rest[plan.consumed..];
+                    refused = 0;
+                    if rest.is_empty() {
+                        return BatchReport { retry_from: None, metrics };
+                    }
+                    continue;
+                }
+                Attempt::StateMoved(current) => {
+                    tracing::warn!(%shard, "shard state moved by another writer; judging the batch again");
+                    state = current;
+                }
+                Attempt::CloserMoved => match self.store.load_closer_progress(shard).await {
+                    Ok(current) => progress = current,
+                    Err(e) => return self.retry(metrics, &plan.fresh[0].record.seq, "re-reading the closer's progress", &e),
+                },
+            }
+            refused += 1;
+            metrics.refused_commits += 1;
+            if refused >= MAX_CONFLICT_ROUNDS {
+                let e = StoreError::Unavailable(format!("the commit of {shard} was refused {refused} times in a row"));
+                return self.retry(metrics, &plan.fresh[0].record.seq, "committing the batch", &e);
             }
         }
-        Ok(rescued)
     }
 
     fn retry(&self, mut metrics: BatchMetrics, from: &SeqNum, doing: &str, error: &StoreError) -> BatchReport {
@@ -187,157 +222,100 @@ impl<S: PartialStore> Aggregator<S> {
         BatchReport { retry_from: Some(from.clone()), metrics }
     }
 
-    /// Writes every partial and re-emit marker of the new records. Returns how
-    /// many of them, from the front, have all their effects durable.
-    async fn write_effects(&self, shard: &ShardId, plan: &BatchPlan<'_>, now: WallTime) -> (usize, BatchMetrics) {
-        let s = &self.settings;
-        let fresh = &plan.fresh;
-        let mut metrics = BatchMetrics::default();
-        let mut durable = fresh.len();
-        // The futures are collected first: a lazy `map` closure kept across the
-        // await would make the future's `Send` unprovable to the compiler.
-        let writes: Vec<_> = plan.parts.iter().map(|(key, c)| self.write_partial(shard, fresh, *key, c, now)).collect();
-        let writes = stream::iter(writes).buffer_unordered(s.write_concurrency.max(1)).collect::<Vec<_>>().await;
-        for write in writes {
-            metrics.partial_writes += write.attempts;
-            metrics.fenced_writes += write.fenced;
-            metrics.consumed_capacity_units += write.capacity_units;
-            if let Some(position) = write.not_durable_from {
-                durable = durable.min(position);
-            }
-        }
-
-        // Phase two of the closer's protocol: a window the closer announced after
-        // this batch read its progress may have been read before these partials
-        // landed, so every such window the batch wrote to is emitted again.
-        let mut reemit = plan.reemit.clone();
-        let reread = if plan.parts.is_empty() { Ok(plan.progress) } else { self.store.load_closer_progress(shard).await };
-        match reread {
-            Ok(now_closing) => {
-                for (window, span) in plan.closing_windows(&s.window, &now_closing) {
-                    reemit.entry(window).and_modify(|s| *s = (s.0.min(span.0), s.1.max(span.1))).or_insert(span);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%shard, "re-reading the closer's progress failed: {e}");
-                durable = 0;
-            }
-        }
-
-        // Markers go after the partials: a closer that sees one finds the data in.
-        // The closer's progress only matters for windows within lateness; the
-        // marker is written even if the closer has not reached the window yet.
-        let markers: Vec<_> = reemit.iter().filter(|(_, (first, _))| *first < durable).collect();
-        let results: Vec<_> = markers
-            .into_iter()
-            .map(|(window, (first, last))| async move {
-                let last = (*last).min(durable - 1);
-                let marker = ReemitMarker {
-                    window: *window,
-                    shard,
-                    seq: &fresh[last].record.seq,
-                    expires_at: self.expires_at(s.window.window_end(*window), now),
-                };
-                (*first, self.store.put_reemit_marker(&marker).await)
-            })
-            .collect();
-        let results = stream::iter(results).buffer_unordered(s.write_concurrency.max(1)).collect::<Vec<_>>().await;
-        for (first, result) in results {
-            metrics.marker_writes += 1;
-            match result {
-                Ok(capacity) => metrics.consumed_capacity_units += capacity,
-                Err(e) => {
-                    tracing::warn!(%shard, "re-emit marker write failed: {e}");
-                    durable = durable.min(first);
-                }
-            }
-        }
-        (durable, metrics)
-    }
-
-    /// Applies one contribution behind the item's sequence fence. When the
-    /// fence refuses, the item tells how far it has applied, and only the
-    /// records after that are written.
-    async fn write_partial(
+    /// Commits one plan against `state` and `progress`, the state and closer announcement it was judged on.
+    async fn commit(
         &self,
         shard: &ShardId,
-        fresh: &[Fresh<'_>],
-        key: PartialKey,
-        contribution: &Contribution,
-        now: WallTime,
-    ) -> PartialWriteResult {
-        let seq_at = |position: usize| &fresh[position].record.seq;
-        let expires_at = self.expires_at(self.settings.window.window_end(self.settings.window.last_window_containing(key.pane)), now);
-        let mut result = PartialWriteResult::default();
-        let mut pending = Cow::Borrowed(contribution);
-        for _ in 0..MAX_CONFLICT_ROUNDS {
-            let write = PartialWrite {
-                shard,
-                key,
-                value: pending.value,
-                first_seq: seq_at(pending.first_position()),
-                last_seq: seq_at(pending.last_position()),
-                expires_at,
-            };
-            result.attempts += 1;
-            match self.store.write_partial(&write).await {
-                Ok(PartialWriteOutcome::Applied { capacity_units }) => {
-                    result.capacity_units += capacity_units;
-                    return result;
-                }
-                Ok(PartialWriteOutcome::Fenced { item_seq, capacity_units }) => {
-                    result.capacity_units += capacity_units;
-                    result.fenced += 1;
-                    match pending.remainder(|position| *seq_at(position) <= item_seq) {
-                        None => return result,
-                        Some(rest) => pending = Cow::Owned(rest),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%shard, pane = key.pane.0, key = %key.metric, "partial write failed: {e}");
-                    break;
-                }
-            }
-        }
-        result.not_durable_from = Some(pending.first_position());
-        result
-    }
-
-    /// Moves the shard state over the durable prefix, conditionally on nobody
-    /// else having moved it; on a conflict, recomputes from what is stored.
-    async fn advance_state(
-        &self,
-        shard: &ShardId,
-        mut base: ShardState,
-        durable: &[Fresh<'_>],
+        state: &ShardState,
         progress: &CloserProgress,
+        plan: &BatchPlan<'_>,
         now: WallTime,
         metrics: &mut BatchMetrics,
-    ) -> Result<(), StoreError> {
-        metrics.watermark = base.watermark.watermark;
-        for _ in 0..MAX_CONFLICT_ROUNDS {
-            let start = durable.partition_point(|f| base.has_applied(&f.record.seq));
-            let todo = &durable[start..];
-            if todo.is_empty() {
-                return Ok(());
-            }
-            let mut next = base.clone();
-            let applied = self.fold(&mut next, todo, progress, now);
-            metrics.state_writes += 1;
-            match self.store.save_shard_state(shard, &next, base.applied_seq.as_ref()).await? {
-                SaveOutcome::Saved { capacity_units } => {
-                    metrics.consumed_capacity_units += capacity_units;
-                    metrics.applied = applied;
-                    metrics.watermark = next.watermark.watermark;
-                    return Ok(());
-                }
-                SaveOutcome::Conflict { current } => {
-                    tracing::warn!(%shard, "shard state moved by another writer; recomputing");
-                    base = *current;
-                }
+    ) -> Result<Attempt, StoreError> {
+        let spec = &self.settings.window;
+        let mut next = state.clone();
+        let applied = self.fold(&mut next, &plan.fresh, progress, now);
+        let appends = self.appends(shard, state, plan, now).await?;
+        for append in &appends {
+            // A pane the fold pruned (its windows are closed) is not tracked: late data travels by markers.
+            if let Some(size) = next.open_panes.get_mut(&append.pane) {
+                let bytes = append.bytes() as u32;
+                *size = if append.compacted {
+                    PaneLogSize { compacted: bytes, since: 0 }
+                } else {
+                    PaneLogSize { since: size.since + bytes, ..*size }
+                };
             }
         }
-        Err(StoreError::Unavailable(format!("shard state of {shard} kept changing under this writer")))
+        let seq = next.applied_seq.clone().expect("the plan has fresh records");
+        let markers = plan
+            .reemit
+            .iter()
+            .map(|w| ReemitMarker { window: *w, seq: seq.clone(), expires_at: self.expires_at(spec.window_end(*w), now) })
+            .collect();
+        let commit = Commit {
+            shard,
+            expected: state.applied_seq.as_ref(),
+            closing_through: progress.closing_through,
+            state: &next,
+            appends,
+            markers,
+        };
+        match self.store.commit(&commit).await? {
+            CommitOutcome::Committed { capacity_units } => {
+                metrics.commits += 1;
+                metrics.log_items += commit.appends.iter().map(|a| a.parts.len() as u64).sum::<u64>();
+                metrics.compactions += commit.appends.iter().filter(|a| a.compacted).count() as u64;
+                metrics.marker_writes += commit.markers.len() as u64;
+                metrics.consumed_capacity_units += capacity_units;
+                metrics.applied.add(&applied);
+                metrics.watermark = next.watermark.watermark;
+                Ok(Attempt::Committed(next))
+            }
+            CommitOutcome::StateMoved { current } => Ok(Attempt::StateMoved(*current)),
+            CommitOutcome::CloserMoved => Ok(Attempt::CloserMoved),
+        }
+    }
+
+    /// Each touched pane's delta, or a compaction of its log where the log has
+    /// outgrown its last compaction and the transaction has room for it.
+    async fn appends(
+        &self,
+        shard: &ShardId,
+        state: &ShardState,
+        plan: &BatchPlan<'_>,
+        now: WallTime,
+    ) -> Result<Vec<PaneAppend>, StoreError> {
+        let spec = &self.settings.window;
+        let mut appends: Vec<PaneAppend> = plan
+            .panes
+            .iter()
+            .map(|(pane, partials)| PaneAppend {
+                pane: *pane,
+                compacted: false,
+                parts: pack(partials),
+                expires_at: self.expires_at(spec.window_end(spec.last_window_containing(*pane)), now),
+            })
+            .collect();
+        let mut items = appends.iter().map(|a| a.parts.len()).sum::<usize>() + plan.reemit.len() + 2;
+        let mut bytes: usize = appends.iter().map(PaneAppend::bytes).sum();
+        for append in &mut appends {
+            let size = state.open_panes.get(&append.pane).copied().unwrap_or_default();
+            if size.since + append.bytes() as u32 <= size.compacted.max(self.settings.compaction_min_bytes) {
+                continue;
+            }
+            let mut whole = self.store.read_pane_log(shard, append.pane).await?;
+            merge_into(&mut whole, plan.panes[&append.pane].iter().map(|(k, v)| (*k, *v)));
+            let parts = pack(&whole);
+            let (more_items, more_bytes) = (parts.len() - append.parts.len(), parts.iter().map(Vec::len).sum::<usize>() - append.bytes());
+            if items + more_items > MAX_COMMIT_ITEMS || bytes + more_bytes > MAX_COMMIT_BYTES {
+                continue;
+            }
+            (items, bytes) = (items + more_items, bytes + more_bytes);
+            append.parts = parts;
+            append.compacted = true;
+        }
+        Ok(appends)
     }
 
     /// The shard state after `records`, and the counters they add.
@@ -350,7 +328,7 @@ impl<S: PartialStore> Aggregator<S> {
                     added.trips_aggregated += 1;
                     added.late += u64::from(!reemit.is_empty());
                     state.watermark.observe_trip(facts.event_time, mode);
-                    state.open_panes.insert(window.pane_of(facts.event_time));
+                    state.open_panes.entry(window.pane_of(facts.event_time)).or_default();
                 }
                 Outcome::DroppedLate { facts } => {
                     added.dropped_late += 1;
@@ -369,7 +347,7 @@ impl<S: PartialStore> Aggregator<S> {
         // Panes whose every window the closer has emitted need no tracking:
         // late data for them travels by re-emit markers.
         if let Some(closed_through) = progress.closed_through {
-            state.open_panes.retain(|pane| window.window_end(window.last_window_containing(*pane)) > closed_through);
+            state.open_panes.retain(|pane, _| window.window_end(window.last_window_containing(*pane)) > closed_through);
         }
         state.updated_at = Some(now);
         state.counters.add(&added);
@@ -386,52 +364,43 @@ impl<S: PartialStore> Aggregator<S> {
     }
 }
 
-/// What a batch means, decided without I/O: the records the shard has not
-/// applied yet with what each turned out to be, their contributions to
-/// partials, and the windows their late trips require to be re-emitted.
+/// What (a prefix of) a batch means, decided without I/O: the records the
+/// shard has not applied yet with what each turned out to be, their partials
+/// by pane, and the windows to emit again.
 pub struct BatchPlan<'a> {
     fresh: Vec<Fresh<'a>>,
-    parts: Vec<(PartialKey, Contribution)>,
-    /// Window -> (first, last) position of the late trips that need it re-emitted.
-    reemit: BTreeMap<WindowStart, (usize, usize)>,
-    /// The closer's progress the batch was judged against.
-    progress: CloserProgress,
+    panes: BTreeMap<PaneStart, Partials>,
+    /// Windows already emitted (or being closed) that this plan's trips must be emitted again for.
+    reemit: BTreeSet<WindowStart>,
+    /// Records of the batch the plan covers, from its start; the rest go to a later commit.
+    consumed: usize,
+    /// The plan stopped short because the shard state lists [`MAX_OPEN_PANES`].
+    held_back: bool,
 }
 
 impl BatchPlan<'_> {
-    /// The windows this batch's trips were written to as open that `progress`
-    /// now says are being closed, with the first and last position of those trips.
-    fn closing_windows(&self, spec: &WindowSpec, progress: &CloserProgress) -> BTreeMap<WindowStart, (usize, usize)> {
-        let mut windows: BTreeMap<WindowStart, (usize, usize)> = BTreeMap::new();
-        let Some(closing) = progress.closing_through else { return windows };
-        let open_before = |end: EventTime| self.progress.closed_through.is_none_or(|c| end > c);
-        for (position, fresh) in self.fresh.iter().enumerate() {
-            let Outcome::Trip { facts, .. } = &fresh.outcome else { continue };
-            for window in spec.windows_containing(spec.pane_of(facts.event_time)) {
-                let end = spec.window_end(window);
-                if end <= closing && open_before(end) {
-                    windows.entry(window).and_modify(|s| s.1 = position).or_insert((position, position));
-                }
-            }
-        }
-        windows
-    }
-
     /// Records above the shard's applied sequence number.
     pub fn new_records(&self) -> usize {
         self.fresh.len()
     }
 
-    /// Distinct (pane, metric, key) partials, i.e. the writes the batch needs.
+    /// The partials by pane.
+    pub fn panes(&self) -> &BTreeMap<PaneStart, Partials> {
+        &self.panes
+    }
+
+    /// Distinct (pane, metric, key) partials.
     pub fn partials(&self) -> usize {
-        self.parts.len()
+        self.panes.values().map(BTreeMap::len).sum()
     }
 }
 
-/// Decodes, validates, judges the lateness of and pre-aggregates every record
-/// the shard has not applied yet, in order. Records not above everything seen
-/// before (redeliveries) are left out. `rescued` lists the positions (among
-/// the new records) of trips past lateness that an earlier attempt already wrote.
+/// Decodes, validates, judges the lateness of and pre-aggregates the records
+/// the shard has not applied yet, in order, as far as one commit can take
+/// them. Records not above everything seen before (redeliveries) are left out.
+/// A trip in a window the closer has announced it is closing (but not yet
+/// closed) names that window for re-emission: the closer may have read the
+/// window's partials already.
 pub fn plan_batch<'a>(
     settings: &IngestSettings,
     shard: &ShardId,
@@ -439,44 +408,74 @@ pub fn plan_batch<'a>(
     state: &ShardState,
     progress: &CloserProgress,
     now: WallTime,
-    rescued: &BTreeSet<usize>,
 ) -> BatchPlan<'a> {
+    let spec = &settings.window;
     let latest_plausible = now.as_event_time().plus_seconds(settings.future_tolerance_s);
     let mut highest = state.applied_seq.as_ref();
-    let mut plan = BatchPlan { fresh: Vec::with_capacity(records.len()), parts: Vec::new(), reemit: BTreeMap::new(), progress: *progress };
+    let mut plan = BatchPlan {
+        fresh: Vec::with_capacity(records.len()),
+        panes: BTreeMap::new(),
+        reemit: BTreeSet::new(),
+        consumed: 0,
+        held_back: false,
+    };
     let mut aggregate = BatchAggregate::default();
+    let mut touched_panes: BTreeSet<PaneStart> = BTreeSet::new();
+    let mut new_panes = 0;
     let mut logged = 0;
     for record in records {
         if highest.is_some_and(|h| record.seq <= *h) {
+            plan.consumed += 1;
             continue;
         }
-        highest = Some(&record.seq);
-        let position = plan.fresh.len();
-        let outcome = outcome(settings, &record.data, progress, latest_plausible, rescued.contains(&position));
+        let outcome = outcome(settings, &record.data, progress, latest_plausible);
         match &outcome {
             Outcome::Invalid(reason) if logged < LOGGED_SAMPLES_PER_BATCH => {
                 logged += 1;
                 tracing::warn!(%shard, seq = %record.seq, %reason, sample = %sample(&record.data), "skipping malformed record");
             }
             Outcome::Trip { facts, reemit } => {
-                aggregate.add_trip(position, settings.window.pane_of(facts.event_time), facts);
-                for window in reemit {
-                    plan.reemit.entry(*window).and_modify(|span| span.1 = position).or_insert((position, position));
+                let pane = spec.pane_of(facts.event_time);
+                let windows: Vec<WindowStart> = reemit.iter().copied().chain(closing_windows(spec, pane, progress)).collect();
+                let opens = !touched_panes.contains(&pane);
+                let opens_in_state = opens && !state.open_panes.contains_key(&pane);
+                let touched = touched_panes.len()
+                    + plan.reemit.len()
+                    + usize::from(opens)
+                    + windows.iter().filter(|w| !plan.reemit.contains(w)).count();
+                if !plan.fresh.is_empty() && touched > settings.max_touched_per_commit {
+                    break;
                 }
+                if opens_in_state && state.open_panes.len() + new_panes >= MAX_OPEN_PANES {
+                    plan.held_back = true;
+                    break;
+                }
+                new_panes += usize::from(opens_in_state);
+                touched_panes.insert(pane);
+                plan.reemit.extend(windows);
+                aggregate.add_trip(pane, facts);
             }
             _ => {}
         }
+        highest = Some(&record.seq);
+        plan.consumed += 1;
         plan.fresh.push(Fresh { record, outcome });
     }
-    plan.parts = aggregate.into_sorted();
+    plan.panes = aggregate.into_panes();
     plan
 }
 
-/// `rescued`: the trip is past the allowed lateness, but an earlier attempt of
-/// this batch already wrote some of its partials (the closer moved on between
-/// the attempts), so it is applied in full and its windows emitted again:
-/// a trip is either in the documents or counted as dropped, never both or neither.
-fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime, rescued: bool) -> Outcome {
+/// The windows of `pane` the closer has announced it is closing and has not closed yet.
+fn closing_windows<'a>(spec: &'a WindowSpec, pane: PaneStart, progress: &CloserProgress) -> impl Iterator<Item = WindowStart> + 'a {
+    let closing = progress.closing_through;
+    let closed = progress.closed_through;
+    spec.windows_containing(pane).filter(move |w| {
+        let end = spec.window_end(*w);
+        closing.is_some_and(|c| end <= c) && closed.is_none_or(|c| end > c)
+    })
+}
+
+fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_plausible: EventTime) -> Outcome {
     match decode(data) {
         Err(reason) => Outcome::Invalid(reason),
         Ok(Event::Watermark(w)) if w > latest_plausible => Outcome::Invalid(InvalidReason::FutureTimestamp),
@@ -486,22 +485,10 @@ fn outcome(s: &IngestSettings, data: &[u8], progress: &CloserProgress, latest_pl
             Ok(facts) => match progress.lateness(&s.window, s.window.pane_of(facts.event_time), s.allowed_lateness_s) {
                 Lateness::OnTime => Outcome::Trip { facts, reemit: Vec::new() },
                 Lateness::Late { reemit } => Outcome::Trip { facts, reemit },
-                Lateness::DroppedLate if rescued => {
-                    Outcome::Trip { facts, reemit: progress.emitted_windows(&s.window, s.window.pane_of(facts.event_time)) }
-                }
                 Lateness::DroppedLate => Outcome::DroppedLate { facts },
             },
         },
     }
-}
-
-#[derive(Debug, Default)]
-struct PartialWriteResult {
-    attempts: u64,
-    fenced: u64,
-    capacity_units: f64,
-    /// The first record of the contribution whose effect is not durable.
-    not_durable_from: Option<usize>,
 }
 
 /// A printable, truncated view of a record for logs.

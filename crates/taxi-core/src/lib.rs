@@ -14,6 +14,7 @@
 //! - [`shard`]: the durable per-shard state and its counters.
 //! - [`delivery`]: a Kinesis event source mapping's batching and retries, as a pure state machine.
 //! - [`ingest`]: the exactly-once batch algorithm over a [`store::PartialStore`].
+//! - [`pack`]: partials in packed form, and the pane log that holds them.
 //! - [`store`]: the store trait, plus an in-memory store with fault injection.
 //! - [`metrics`]: per-batch metrics and their CloudWatch EMF encoding.
 //! - [`config`]: analytics settings parsed from environment-style lookups.
@@ -35,6 +36,7 @@ pub mod event;
 pub mod geo;
 pub mod ingest;
 pub mod metrics;
+pub mod pack;
 pub mod replay;
 pub mod retry;
 pub mod seq;

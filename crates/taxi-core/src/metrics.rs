@@ -15,11 +15,14 @@ pub struct BatchMetrics {
     /// Records at or below the shard's applied sequence number (redeliveries).
     pub redelivered: u64,
     pub applied: Counters,
-    pub partial_writes: u64,
-    /// Writes the sequence fence refused because the item had the records already.
-    pub fenced_writes: u64,
+    /// Transactions committed (each one advances the shard state).
+    pub commits: u64,
+    /// Commits refused because the shard state or the closer's announcement moved.
+    pub refused_commits: u64,
+    /// Pane log items written (deltas and compactions, counted per part).
+    pub log_items: u64,
+    pub compactions: u64,
     pub marker_writes: u64,
-    pub state_writes: u64,
     pub consumed_capacity_units: f64,
     pub watermark: Option<EventTime>,
     /// A retry was requested (an infrastructure error).
@@ -75,10 +78,11 @@ impl BatchMetrics {
             count("InvalidRecords", self.applied.invalid.total()),
             count("LateTrips", self.applied.late),
             count("DroppedLateTrips", self.applied.dropped_late),
-            count("PartialWrites", self.partial_writes),
-            count("FencedWrites", self.fenced_writes),
+            count("Commits", self.commits),
+            count("RefusedCommits", self.refused_commits),
+            count("PaneLogItems", self.log_items),
+            count("Compactions", self.compactions),
             count("ReemitMarkerWrites", self.marker_writes),
-            count("StateWrites", self.state_writes),
             count("ConsumedWriteCapacityUnits", self.consumed_capacity_units),
             count("RetryRequested", u64::from(self.retry_requested)),
             Metric { name: "BatchDuration", unit: "Milliseconds", value: self.duration_ms.into() },

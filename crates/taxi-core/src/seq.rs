@@ -47,6 +47,20 @@ impl SeqNum {
         &self.0
     }
 
+    /// Its length in three digits, then its digits: as short as the number
+    /// plus three characters, and string order is numeric order (a sort key).
+    pub fn to_sort_key(&self) -> String {
+        format!("{:03}{}", self.0.len(), self.0)
+    }
+
+    /// The inverse of [`SeqNum::to_sort_key`].
+    pub fn from_sort_key(key: &str) -> Result<SeqNum, InvalidSeqNum> {
+        match (key.get(..3).and_then(|n| n.parse::<usize>().ok()), key.get(3..)) {
+            (Some(len), Some(digits)) if digits.len() == len => SeqNum::parse(digits),
+            _ => Err(InvalidSeqNum(key.chars().take(140).collect())),
+        }
+    }
+
     /// Fixed-width form for DynamoDB string comparison.
     pub fn to_padded(&self) -> String {
         format!("{:0>width$}", self.0, width = SEQ_WIDTH)
@@ -85,6 +99,9 @@ mod tests {
         assert!(SeqNum::parse(&"9".repeat(129)).is_ok());
         assert_eq!(SeqNum::parse("000").unwrap().as_str(), "0");
         assert_eq!(SeqNum::from_string("0042".into()).unwrap().as_str(), "42");
+        assert_eq!(SeqNum::parse("42").unwrap().to_sort_key(), "00242");
+        assert!(SeqNum::from_sort_key("0034").is_err());
+        assert!(SeqNum::from_sort_key("x").is_err());
     }
 
     proptest! {
@@ -93,7 +110,9 @@ mod tests {
             let (sa, sb) = (SeqNum::parse(&a).unwrap(), SeqNum::parse(&b).unwrap());
             prop_assert_eq!(sa.to_padded().len(), SEQ_WIDTH);
             prop_assert_eq!(sa.cmp(&sb), sa.to_padded().cmp(&sb.to_padded()));
-            prop_assert_eq!(SeqNum::parse(&sa.to_padded()).unwrap(), sa);
+            prop_assert_eq!(SeqNum::parse(&sa.to_padded()).unwrap(), sa.clone());
+            prop_assert_eq!(sa.cmp(&sb), sa.to_sort_key().cmp(&sb.to_sort_key()));
+            prop_assert_eq!(SeqNum::from_sort_key(&sa.to_sort_key()).unwrap(), sa);
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! The durable state of one shard: how far it has been applied, its watermark,
 //! when it last reported, and exactly-once counters of what it has seen.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::counts::Counts;
@@ -72,8 +72,16 @@ pub struct ShardState {
     pub updated_at: Option<WallTime>,
     pub counters: Counters,
     /// Panes this shard has written partials to whose windows the closer has
-    /// not all closed yet: how the closer learns which windows hold data.
-    pub open_panes: BTreeSet<PaneStart>,
+    /// not all closed yet: how the closer learns which windows hold data;
+    /// with each, the size of its pane log, which decides when to compact it.
+    pub open_panes: BTreeMap<PaneStart, PaneLogSize>,
+}
+
+/// Payload bytes of a pane log: of its newest compaction, and of the deltas since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PaneLogSize {
+    pub compacted: u32,
+    pub since: u32,
 }
 
 impl ShardState {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::aggregate::{MetricKey, PartialKey, PartialValue};
+use crate::pack::{LogItem, PackError, PaneLogReader, Partials};
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState};
 use crate::time::EventTime;
@@ -31,50 +31,74 @@ impl StoreError {
     }
 }
 
-/// Add `value` to one partial, applied only if the item has not yet seen
-/// `first_seq` (`attribute_not_exists(seq) OR seq < first_seq`); the item's
-/// sequence fence then moves to `last_seq`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PartialWrite<'a> {
-    pub shard: &'a ShardId,
-    pub key: PartialKey,
-    pub value: PartialValue,
-    pub first_seq: &'a SeqNum,
-    pub last_seq: &'a SeqNum,
-    pub expires_at: EventTime,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum PartialWriteOutcome {
-    Applied {
-        capacity_units: f64,
-    },
-    /// The fence refused the write: the item has applied every record up to
-    /// `item_seq` already.
-    Fenced {
-        item_seq: SeqNum,
-        capacity_units: f64,
-    },
-}
-
 /// "Window `window` received late data from `shard`, up to record `seq`: emit it again."
 #[derive(Clone, Debug, PartialEq)]
-pub struct ReemitMarker<'a> {
+pub struct ReemitMarker {
     pub window: WindowStart,
-    pub shard: &'a ShardId,
-    pub seq: &'a SeqNum,
+    pub seq: SeqNum,
     pub expires_at: EventTime,
 }
 
+/// What one commit appends to one pane log: its payload parts, written as
+/// items keyed by the commit's sequence number (the new state's `applied_seq`).
 #[derive(Clone, Debug, PartialEq)]
-pub enum SaveOutcome {
-    Saved {
+pub struct PaneAppend {
+    pub pane: PaneStart,
+    /// The parts hold the whole pane (a compaction), not only this batch's delta.
+    pub compacted: bool,
+    pub parts: Vec<Vec<u8>>,
+    pub expires_at: EventTime,
+}
+
+impl PaneAppend {
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+}
+
+/// A batch's effects, committed atomically (DynamoDB TransactWriteItems):
+/// the pane log items, the re-emit markers and the shard state, on two
+/// conditions: the stored state's applied sequence is still `expected`, and
+/// the closer's announced `closing_through` is still the one the batch was
+/// judged against. Either everything lands, or nothing does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit<'a> {
+    pub shard: &'a ShardId,
+    pub expected: Option<&'a SeqNum>,
+    pub closing_through: Option<EventTime>,
+    pub state: &'a ShardState,
+    pub appends: Vec<PaneAppend>,
+    pub markers: Vec<ReemitMarker>,
+}
+
+impl Commit<'_> {
+    /// The sequence number the commit's items are keyed by.
+    pub fn seq(&self) -> &SeqNum {
+        self.state.applied_seq.as_ref().expect("a commit applies at least one record")
+    }
+
+    /// Items the transaction writes or checks: log parts, markers, the state and the closer check.
+    pub fn items(&self) -> usize {
+        self.appends.iter().map(|a| a.parts.len()).sum::<usize>() + self.markers.len() + 2
+    }
+
+    pub fn payload_bytes(&self) -> usize {
+        self.appends.iter().map(PaneAppend::bytes).sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommitOutcome {
+    Committed {
         capacity_units: f64,
     },
     /// Someone else moved the shard state; here is what it is now.
-    Conflict {
+    StateMoved {
         current: Box<ShardState>,
     },
+    /// The closer announced a new close since the batch was judged (or wrote
+    /// its item concurrently): judge the batch again.
+    CloserMoved,
 }
 
 /// The durable side of the aggregate function.
@@ -84,39 +108,52 @@ pub trait PartialStore: Send + Sync {
     /// The closer's progress as it concerns `shard`.
     fn load_closer_progress(&self, shard: &ShardId) -> impl Future<Output = Result<CloserProgress, StoreError>> + Send;
 
-    fn write_partial(&self, write: &PartialWrite<'_>) -> impl Future<Output = Result<PartialWriteOutcome, StoreError>> + Send;
+    /// The whole of one pane log (consistent read, newest compaction on).
+    fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> impl Future<Output = Result<Partials, StoreError>> + Send;
 
-    /// The sequence fence of one partial item (consistent read): how far the
-    /// shard's records are applied to it.
-    fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> impl Future<Output = Result<Option<SeqNum>, StoreError>> + Send;
-
-    /// Idempotent; returns the capacity consumed.
-    fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> impl Future<Output = Result<f64, StoreError>> + Send;
-
-    /// Saves `state` if the stored state's applied sequence is still `expected`.
-    fn save_shard_state(
-        &self,
-        shard: &ShardId,
-        state: &ShardState,
-        expected: Option<&SeqNum>,
-    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+    fn commit(&self, commit: &Commit<'_>) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
 }
 
-/// A partial as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredPartial {
-    pub value: PartialValue,
-    pub seq: SeqNum,
-    pub expires_at: EventTime,
-}
-
-/// The content of a [`MemoryStore`], comparable as a whole.
+/// The content of a [`MemoryStore`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryTables {
-    pub partials: BTreeMap<(PaneStart, ShardId, MetricKey), StoredPartial>,
+    /// (pane, shard) -> the log's items, oldest first.
+    pub pane_logs: BTreeMap<(PaneStart, ShardId), Vec<LogItem>>,
     pub shard_states: BTreeMap<ShardId, ShardState>,
     pub markers: BTreeMap<(WindowStart, ShardId), SeqNum>,
     pub closer: CloserProgress,
+}
+
+impl MemoryTables {
+    /// What every pane log holds, merged: comparable whatever the batches were.
+    pub fn partials(&self) -> BTreeMap<(PaneStart, ShardId), Partials> {
+        self.pane_logs.iter().map(|(id, items)| (id.clone(), read_log(items).expect("the memory store packs its own items"))).collect()
+    }
+}
+
+/// A pane log's content, read newest first as a DynamoDB query would.
+pub fn read_log(items: &[LogItem]) -> Result<Partials, PackError> {
+    let mut reader = PaneLogReader::default();
+    for item in items.iter().rev() {
+        if reader.is_done() {
+            break;
+        }
+        reader.push(item)?;
+    }
+    Ok(reader.finish())
+}
+
+/// The items of one append, keyed by the commit's sequence number.
+pub fn log_items(append: &PaneAppend, seq: &SeqNum) -> Vec<LogItem> {
+    let parts = append.parts.len() as u16;
+    let item = |(part, payload): (usize, &Vec<u8>)| LogItem {
+        seq: seq.clone(),
+        part: part as u16,
+        parts,
+        compacted: append.compacted,
+        payload: payload.clone(),
+    };
+    append.parts.iter().enumerate().map(item).collect()
 }
 
 /// An in-memory store with the same conditional semantics as the DynamoDB one.
@@ -152,45 +189,29 @@ impl PartialStore for MemoryStore {
         Ok(self.tables().closer)
     }
 
-    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
+    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
+        let tables = self.tables();
+        let items = tables.pane_logs.get(&(pane, shard.clone())).map(Vec::as_slice).unwrap_or_default();
+        read_log(items).map_err(|e| StoreError::Rejected(e.to_string()))
+    }
+
+    async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
         let mut tables = self.tables();
-        let id = (write.key.pane, write.shard.clone(), write.key.metric);
-        // The DynamoDB condition: attribute_not_exists(seq) OR seq < :first.
-        match tables.partials.get_mut(&id) {
-            Some(item) if item.seq >= *write.first_seq => {
-                return Ok(PartialWriteOutcome::Fenced { item_seq: item.seq.clone(), capacity_units: 1.0 });
-            }
-            Some(item) => {
-                item.value.add(write.value);
-                item.seq = write.last_seq.clone();
-                item.expires_at = write.expires_at;
-            }
-            None => {
-                let item = StoredPartial { value: write.value, seq: write.last_seq.clone(), expires_at: write.expires_at };
-                tables.partials.insert(id, item);
-            }
+        let current = tables.shard_states.get(commit.shard);
+        if current.and_then(|s| s.applied_seq.as_ref()) != commit.expected {
+            return Ok(CommitOutcome::StateMoved { current: Box::new(current.cloned().unwrap_or_default()) });
         }
-        Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
-    }
-
-    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
-        Ok(self.tables().partials.get(&(key.pane, shard.clone(), key.metric)).map(|item| item.seq.clone()))
-    }
-
-    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
-        let mut tables = self.tables();
-        tables.markers.insert((marker.window, marker.shard.clone()), marker.seq.clone());
-        Ok(1.0)
-    }
-
-    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
-        let mut tables = self.tables();
-        let current = tables.shard_states.get(shard);
-        if current.and_then(|s| s.applied_seq.as_ref()) != expected {
-            return Ok(SaveOutcome::Conflict { current: Box::new(current.cloned().unwrap_or_default()) });
+        if tables.closer.closing_through != commit.closing_through {
+            return Ok(CommitOutcome::CloserMoved);
         }
-        tables.shard_states.insert(shard.clone(), state.clone());
-        Ok(SaveOutcome::Saved { capacity_units: 1.0 })
+        for append in &commit.appends {
+            tables.pane_logs.entry((append.pane, commit.shard.clone())).or_default().extend(log_items(append, commit.seq()));
+        }
+        for marker in &commit.markers {
+            tables.markers.insert((marker.window, commit.shard.clone()), marker.seq.clone());
+        }
+        tables.shard_states.insert(commit.shard.clone(), commit.state.clone());
+        Ok(CommitOutcome::Committed { capacity_units: commit.items() as f64 })
     }
 }
 
@@ -198,6 +219,7 @@ impl PartialStore for MemoryStore {
 struct Faults {
     operations: usize,
     crash_at: Option<usize>,
+    crash_after: Option<usize>,
     crashed: bool,
     failing_operations: BTreeSet<usize>,
 }
@@ -205,6 +227,8 @@ struct Faults {
 /// Wraps any store with injected faults, counting each trait call as one
 /// operation: [`FaultyStore::crash_at`] makes operation N and every later one
 /// fail, as if the function died there (the writes before it stay);
+/// [`FaultyStore::crash_after`] lets operation N land and then fails it and
+/// every later one, as if the function died waiting for the answer;
 /// [`FaultyStore::fail_operation`] makes one operation fail transiently.
 #[derive(Debug, Default)]
 pub struct FaultyStore<S> {
@@ -231,6 +255,13 @@ impl<S> FaultyStore<S> {
         faults.crash_at = Some(faults.operations + n);
     }
 
+    /// Operation number `n` from now on lands, but its answer is lost: it and every
+    /// later one fail until [`FaultyStore::revive`].
+    pub fn crash_after(&self, n: usize) {
+        let mut faults = self.faults();
+        faults.crash_after = Some(faults.operations + n);
+    }
+
     /// Operation number `n` from now on fails once.
     pub fn fail_operation(&self, n: usize) {
         let mut faults = self.faults();
@@ -242,11 +273,13 @@ impl<S> FaultyStore<S> {
     pub fn revive(&self) -> bool {
         let mut faults = self.faults();
         faults.crash_at = None;
+        faults.crash_after = None;
         faults.failing_operations.clear();
         std::mem::take(&mut faults.crashed)
     }
 
-    fn begin_operation(&self) -> Result<(), StoreError> {
+    /// Starts an operation; `Ok(true)` when it must land but lose its answer.
+    fn begin_operation(&self) -> Result<bool, StoreError> {
         let mut faults = self.faults();
         let n = faults.operations;
         faults.operations += 1;
@@ -257,38 +290,38 @@ impl<S> FaultyStore<S> {
         if faults.failing_operations.remove(&n) {
             return Err(StoreError::Throttled(format!("injected failure of operation {n}")));
         }
-        Ok(())
+        if faults.crash_after == Some(n) {
+            faults.crashed = true;
+            faults.crash_at = Some(n + 1);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn operation<T>(&self, run: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let lose_answer = self.begin_operation()?;
+        let result = run.await;
+        if lose_answer {
+            return Err(StoreError::Unavailable("injected crash: the operation landed, its answer was lost".into()));
+        }
+        result
     }
 }
 
 impl<S: PartialStore> PartialStore for FaultyStore<S> {
     async fn load_shard_state(&self, shard: &ShardId) -> Result<Option<ShardState>, StoreError> {
-        self.begin_operation()?;
-        self.inner.load_shard_state(shard).await
+        self.operation(self.inner.load_shard_state(shard)).await
     }
 
     async fn load_closer_progress(&self, shard: &ShardId) -> Result<CloserProgress, StoreError> {
-        self.begin_operation()?;
-        self.inner.load_closer_progress(shard).await
+        self.operation(self.inner.load_closer_progress(shard)).await
     }
 
-    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
-        self.begin_operation()?;
-        self.inner.write_partial(write).await
+    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
+        self.operation(self.inner.read_pane_log(shard, pane)).await
     }
 
-    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
-        self.begin_operation()?;
-        self.inner.partial_seq(shard, key).await
-    }
-
-    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
-        self.begin_operation()?;
-        self.inner.put_reemit_marker(marker).await
-    }
-
-    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
-        self.begin_operation()?;
-        self.inner.save_shard_state(shard, state, expected).await
+    async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+        self.operation(self.inner.commit(commit)).await
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
 use taxi_core::shard::{ShardId, ShardState};
@@ -16,8 +16,8 @@ use taxi_core::time::{EventTime, WallTime};
 use taxi_core::window::{PaneStart, WindowStart};
 
 use super::{
-    counter_attribute, decode_shard_state, number, number_attribute, partial_pk, seq_attribute, shard_state_pk, store_error, DynamoStore,
-    Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK,
+    capacity, decode_shard_state, number, number_attribute, seq_attribute, shard_state_pk, store_error, DynamoStore, Item, CLOSER_PK,
+    MARKER_PK, PK, SK, STATE_SK,
 };
 
 /// BatchGetItem takes at most 100 keys.
@@ -54,12 +54,14 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", AttributeValue::S(pk))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .into_paginator()
-            .items()
             .send();
         let mut items = Vec::new();
-        while let Some(item) = pages.next().await {
-            items.push(item.map_err(|e| store_error("Query", e))?);
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error("Query", e))?;
+            self.consumed.add_read(capacity(page.consumed_capacity()));
+            items.extend(page.items().iter().cloned());
         }
         Ok(items)
     }
@@ -85,9 +87,11 @@ impl CloserStore for DynamoStore {
                     .client
                     .batch_get_item()
                     .request_items(&self.table, request.clone())
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
                     .map_err(|e| store_error("BatchGetItem", e))?;
+                self.consumed.add_read(out.consumed_capacity().iter().filter_map(|c| c.capacity_units()).sum());
                 for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
                     let shard =
                         text_attribute(item, "shard_id").ok_or_else(|| StoreError::Rejected("a shard state has no shard_id".into()))?;
@@ -172,16 +176,7 @@ impl CloserStore for DynamoStore {
     }
 
     async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        self.query_partition(partial_pk(pane, shard))
-            .await?
-            .iter()
-            .map(|item| {
-                let key = text_attribute(item, SK)
-                    .and_then(MetricKey::parse_sort_key)
-                    .ok_or_else(|| StoreError::Rejected("a partial has a bad sort key".into()))?;
-                Ok((key, PartialValue { count: counter_attribute(item, "count")?, sum_s: counter_attribute(item, "sum_s")? }))
-            })
-            .collect()
+        Ok(self.read_log(pane, shard).await?.into_iter().collect())
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {

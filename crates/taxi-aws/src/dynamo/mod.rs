@@ -2,22 +2,28 @@
 //!
 //! | item            | pk                           | sk                | attributes |
 //! |-----------------|------------------------------|-------------------|------------|
-//! | partial         | `P#<pane_start>#<shard_id>`  | `<metric>#<key>`  | count, sum_s, seq, expires_at |
-//! | shard state     | `S#<shard_id>`               | `STATE`           | applied_seq, watermark, top_event_time_1..4, updated_at, open_panes, counters |
+//! | pane log item   | `P#<pane_start>#<shard_id>`  | `<seq sort key>#<part>` | parts, compacted, data (packed partials), expires_at |
+//! | shard state     | `S#<shard_id>`               | `STATE`           | layout, applied_seq, watermark, top_event_time_1..4, updated_at, open_panes, counters |
 //! | closer state    | `C`                          | `STATE`           | closed_through, watermark, lease, first_seen |
 //! | re-emit marker  | `R`                          | `<window_start>#<shard_id>` | window_start, shard_id, seq, expires_at |
 //! | dead letter     | `DLQ#<index>`                | `<document _id>`  | document, error, failed_at |
 //!
-//! Markers share one partition so that the closer finds them all with one
-//! query; they are written only for late data, so that partition stays cold.
+//! A pane log (see `taxi_core::pack`) is one partition per pane and shard,
+//! its items sorted by the committing batch's sequence number (length-prefixed,
+//! so string order is numeric order): read newest first, it ends at the newest
+//! compaction. Markers share one partition so that the closer finds them all
+//! with one query; they are written only for late data, so that partition
+//! stays cold.
 //!
-//! Sequence numbers are stored zero-padded to 129 digits so that the fence
-//! `attribute_not_exists(seq) OR seq < :first` compares them numerically.
+//! The shard state's `applied_seq` is stored zero-padded to 129 digits so that
+//! the condition `applied_seq = :expected` compares canonical forms.
 
 mod closer;
 mod partials;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -27,7 +33,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use taxi_core::event::InvalidReason;
 use taxi_core::seq::SeqNum;
-use taxi_core::shard::{Counters, ShardId, ShardState};
+use taxi_core::shard::{Counters, PaneLogSize, ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::{ShardWatermark, TopEventTimes};
@@ -41,9 +47,17 @@ const CLOSER_PK: &str = "C";
 
 type Item = HashMap<String, AttributeValue>;
 
-pub fn partial_pk(pane: PaneStart, shard: &ShardId) -> String {
+pub fn pane_log_pk(pane: PaneStart, shard: &ShardId) -> String {
     format!("P#{}#{}", pane.0, shard)
 }
+
+pub fn pane_log_sk(seq: &SeqNum, part: u16) -> String {
+    format!("{}#{part:05}", seq.to_sort_key())
+}
+
+/// The shard state's `layout`: 2 is packed pane logs. A state without it was
+/// written by the first layout (one item per partial) and is refused.
+const LAYOUT: i64 = 2;
 
 pub fn shard_state_pk(shard: &ShardId) -> String {
     format!("S#{shard}")
@@ -89,16 +103,44 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// Capacity units DynamoDB reported as consumed, in thousandths.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    read: AtomicU64,
+    write: AtomicU64,
+}
+
+impl Consumed {
+    fn add_read(&self, units: f64) {
+        self.read.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    fn add_write(&self, units: f64) {
+        self.write.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// (read units, write units) so far.
+    pub fn units(&self) -> (f64, f64) {
+        (self.read.load(Ordering::Relaxed) as f64 / 1000.0, self.write.load(Ordering::Relaxed) as f64 / 1000.0)
+    }
+}
+
 /// The [`PartialStore`] on one DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+    consumed: Arc<Consumed>,
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
-        DynamoStore { client, table: table.into() }
+        DynamoStore { client, table: table.into(), consumed: Arc::default() }
+    }
+
+    /// The read and write capacity this store's requests consumed (for benchmarks and tests).
+    pub fn consumed(&self) -> &Consumed {
+        &self.consumed
     }
 
     pub fn client(&self) -> &Client {
@@ -117,9 +159,11 @@ impl DynamoStore {
             .key(PK, AttributeValue::S(pk))
             .key(SK, AttributeValue::S(sk))
             .consistent_read(true)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| store_error("GetItem", e))?;
+        self.consumed.add_read(capacity(out.consumed_capacity()));
         Ok(out.item)
     }
 }
@@ -165,6 +209,7 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
     let mut item: Item = [
         (PK.to_owned(), AttributeValue::S(shard_state_pk(shard))),
         (SK.to_owned(), AttributeValue::S(STATE_SK.into())),
+        ("layout".to_owned(), number(LAYOUT)),
         ("shard_id".to_owned(), AttributeValue::S(shard.to_string())),
         ("records".to_owned(), number(c.records)),
         ("trips_aggregated".to_owned(), number(c.trips_aggregated)),
@@ -193,10 +238,12 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
             item.insert(top_event_time_attribute(i), number(t.0));
         }
     }
-    // A DynamoDB set cannot be empty: no attribute means no open pane.
-    if !state.open_panes.is_empty() {
-        item.insert("open_panes".to_owned(), AttributeValue::Ns(state.open_panes.iter().map(|p| p.0.to_string()).collect()));
-    }
+    // Pane start -> [compacted bytes, bytes since] of its log.
+    let panes = state
+        .open_panes
+        .iter()
+        .map(|(pane, size)| (pane.0.to_string(), AttributeValue::L(vec![number(size.compacted), number(size.since)])));
+    item.insert("open_panes".to_owned(), AttributeValue::M(panes.collect()));
     item
 }
 
@@ -222,17 +269,38 @@ fn excluded_attribute(item: &Item) -> Result<BTreeMap<ShardId, EventTime>, Store
     }
 }
 
-fn pane_set_attribute(item: &Item, name: &str) -> Result<BTreeSet<PaneStart>, StoreError> {
-    match item.get(name) {
-        None => Ok(BTreeSet::new()),
-        Some(AttributeValue::Ns(panes)) => {
-            panes.iter().map(|p| p.parse().map(PaneStart).map_err(|_| bad_item(name, "not an integer"))).collect()
-        }
-        Some(_) => Err(bad_item(name, "not a number set")),
+fn open_panes_attribute(item: &Item) -> Result<BTreeMap<PaneStart, PaneLogSize>, StoreError> {
+    let bad = |why| bad_item("open_panes", why);
+    let number = |v: &AttributeValue| match v {
+        AttributeValue::N(n) => n.parse::<u32>().map_err(|_| bad("a size is not an integer")),
+        _ => Err(bad("a size is not a number")),
+    };
+    match item.get("open_panes") {
+        None => Ok(BTreeMap::new()),
+        Some(AttributeValue::M(panes)) => panes
+            .iter()
+            .map(|(pane, size)| {
+                let pane = PaneStart(pane.parse().map_err(|_| bad("a pane start is not an integer"))?);
+                match size {
+                    AttributeValue::L(pair) if pair.len() == 2 => {
+                        Ok((pane, PaneLogSize { compacted: number(&pair[0])?, since: number(&pair[1])? }))
+                    }
+                    _ => Err(bad("a pane's sizes are not a pair")),
+                }
+            })
+            .collect(),
+        Some(_) => Err(bad("not a map")),
     }
 }
 
 fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
+    if number_attribute(item, "layout")? != Some(LAYOUT) {
+        return Err(StoreError::Rejected(format!(
+            "the shard state {:?} was written by another layout of the table (this version writes layout {LAYOUT}, packed pane logs): \
+             deploy it with a new table (TableName), or let the old stack close its windows first",
+            item.get(PK).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?")
+        )));
+    }
     let mut counters = Counters {
         records: counter_attribute(item, "records")?,
         trips_aggregated: counter_attribute(item, "trips_aggregated")?,
@@ -259,7 +327,7 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         },
         updated_at: number_attribute(item, "updated_at")?.map(WallTime),
         counters,
-        open_panes: pane_set_attribute(item, "open_panes")?,
+        open_panes: open_panes_attribute(item)?,
     })
 }
 
@@ -300,16 +368,24 @@ mod tests {
         };
         state.counters.records = 10;
         state.counters.invalid.add(InvalidReason::NotUtf8, 2);
-        state.open_panes = [PaneStart(600), PaneStart(1200)].into();
-        let item = encode_shard_state(&ShardId("shardId-000000000001".into()), &state);
+        state.open_panes =
+            [(PaneStart(600), PaneLogSize { compacted: 0, since: 812 }), (PaneStart(1200), PaneLogSize { compacted: 20_000, since: 3 })]
+                .into();
+        let mut item = encode_shard_state(&ShardId("shardId-000000000001".into()), &state);
         assert_eq!(item["pk"], AttributeValue::S("S#shardId-000000000001".into()));
         assert_eq!(decode_shard_state(&item).unwrap(), state);
+        // The first layout's state (no `layout`, open panes as a number set) is refused, with the way out.
+        item.remove("layout");
+        item.insert("open_panes".into(), AttributeValue::Ns(vec!["600".into()]));
+        let refused = decode_shard_state(&item).unwrap_err();
+        assert!(matches!(&refused, StoreError::Rejected(m) if m.contains("another layout") && m.contains("new table")), "{refused}");
     }
 
     #[test]
     fn keys_follow_the_layout() {
         let shard = ShardId("shardId-000000000002".into());
-        assert_eq!(partial_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
+        assert_eq!(pane_log_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
+        assert_eq!(pane_log_sk(&SeqNum::parse("4954").unwrap(), 1), "0044954#00001");
         assert_eq!(marker_sk(WindowStart(600), &shard), "600#shardId-000000000002");
     }
 }

@@ -20,19 +20,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use taxi_core::aggregate::{MetricKey, PartialKey, PartialValue};
+use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{
     CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
 };
 use taxi_core::documents::Document;
-use taxi_core::seq::SeqNum;
+use taxi_core::pack::{LogItem, PaneLogReader, Partials};
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
-use taxi_core::store::{PartialStore, PartialWrite, PartialWriteOutcome, ReemitMarker, SaveOutcome, StoreError};
+use taxi_core::store::{log_items, Commit, CommitOutcome, PartialStore, StoreError};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
 
-use super::world::{IndexedDocument, MarkerItem, PartialItem, Service, Shared, Sleep};
+use super::world::{IndexedDocument, LogEntry, MarkerItem, Service, Shared, Sleep};
 
 /// The search client's request timeout.
 const REQUEST_TIMEOUT_MS: i64 = 10_000;
@@ -41,10 +41,13 @@ const REQUEST_TIMEOUT_MS: i64 = 10_000;
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
 /// The size of a shard state item as stored: fixed attributes plus the open
-/// panes' number set (about 11 bytes per epoch-seconds number).
+/// panes' map (about 25 bytes per pane: its start and two sizes).
 fn shard_state_bytes(state: &ShardState) -> usize {
-    600 + 11 * state.open_panes.len()
+    600 + 25 * state.open_panes.len()
 }
+
+/// A pane log item's key and attributes besides its payload.
+const LOG_ITEM_OVERHEAD_BYTES: usize = 150;
 
 /// One actor's handle on the simulated table.
 #[derive(Clone)]
@@ -83,58 +86,62 @@ impl PartialStore for SimStore {
         .await
     }
 
-    async fn write_partial(&self, write: &PartialWrite<'_>) -> Result<PartialWriteOutcome, StoreError> {
-        let (shard, key, value) = (write.shard.clone(), write.key, write.value);
-        let (first, last, expires_at) = (write.first_seq.clone(), write.last_seq.clone(), write.expires_at.0);
-        self.dynamo("UpdateItem partial", move |env| {
-            let id = (key.pane, shard, key.metric);
-            match env.tables.partials.get_mut(&id) {
-                Some(item) if item.seq >= first => Ok(PartialWriteOutcome::Fenced { item_seq: item.seq.clone(), capacity_units: 1.0 }),
-                Some(item) => {
-                    item.value.add(value);
-                    item.seq = last;
-                    item.expires_at = expires_at;
-                    Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
-                }
-                None => {
-                    env.tables.partials.insert(id, PartialItem { value, seq: last, expires_at });
-                    Ok(PartialWriteOutcome::Applied { capacity_units: 1.0 })
-                }
-            }
-        })
-        .await
-    }
-
-    async fn partial_seq(&self, shard: &ShardId, key: PartialKey) -> Result<Option<SeqNum>, StoreError> {
+    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
         let shard = shard.clone();
-        self.dynamo("GetItem partial", move |env| Ok(env.tables.partials.get(&(key.pane, shard, key.metric)).map(|item| item.seq.clone())))
-            .await
+        self.dynamo("Query pane log (compaction)", move |env| read_pane_log(env.tables, pane, &shard)).await
     }
 
-    async fn put_reemit_marker(&self, marker: &ReemitMarker<'_>) -> Result<f64, StoreError> {
-        let (window, shard, seq, expires_at) = (marker.window, marker.shard.clone(), marker.seq.clone(), marker.expires_at.0);
-        self.dynamo("PutItem marker", move |env| {
-            env.tables.markers.insert((window, shard), MarkerItem { seq, expires_at });
-            Ok(1.0)
-        })
-        .await
-    }
-
-    async fn save_shard_state(&self, shard: &ShardId, state: &ShardState, expected: Option<&SeqNum>) -> Result<SaveOutcome, StoreError> {
-        let (shard, state, expected) = (shard.clone(), state.clone(), expected.cloned());
-        self.dynamo("PutItem shard state", move |env| {
-            if shard_state_bytes(&state) > MAX_ITEM_BYTES {
-                return Err(StoreError::Rejected("ValidationException: Item size has exceeded the maximum allowed size".into()));
+    async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+        let (shard, expected, closing_through, state) =
+            (commit.shard.clone(), commit.expected.cloned(), commit.closing_through, commit.state.clone());
+        let seq = commit.seq().clone();
+        let appends: Vec<(PaneStart, i64, Vec<LogItem>)> =
+            commit.appends.iter().map(|a| (a.pane, a.expires_at.0, log_items(a, &seq))).collect();
+        let markers: Vec<(taxi_core::window::WindowStart, MarkerItem)> =
+            commit.markers.iter().map(|m| (m.window, MarkerItem { seq: m.seq.clone(), expires_at: m.expires_at.0 })).collect();
+        let items = commit.items();
+        let bytes = commit.payload_bytes();
+        self.dynamo("TransactWriteItems", move |env| {
+            // https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html:
+            // at most 100 actions and 4 MB, each item at most 400 KB, all or nothing.
+            let too_big = shard_state_bytes(&state) > MAX_ITEM_BYTES
+                || appends.iter().flat_map(|(_, _, items)| items).any(|item| item.payload.len() + LOG_ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES);
+            if items > 100 || bytes > 4 * 1024 * 1024 || too_big {
+                return Err(StoreError::Rejected(format!("ValidationException: a transaction of {items} items and {bytes} bytes")));
             }
             let current = env.tables.shard_states.get(&shard);
             if current.and_then(|s| s.applied_seq.as_ref()) != expected.as_ref() {
-                return Ok(SaveOutcome::Conflict { current: Box::new(current.cloned().unwrap_or_default()) });
+                return Ok(CommitOutcome::StateMoved { current: Box::new(current.cloned().unwrap_or_default()) });
+            }
+            if env.tables.closer.state.closing_through != closing_through {
+                return Ok(CommitOutcome::CloserMoved);
+            }
+            for (pane, expires_at, items) in appends {
+                let log = env.tables.pane_logs.entry((pane, shard.clone())).or_default();
+                for item in items {
+                    log.insert((item.seq.clone(), item.part), LogEntry { item, expires_at });
+                }
+            }
+            for (window, marker) in markers {
+                env.tables.markers.insert((window, shard.clone()), marker);
             }
             env.tables.shard_states.insert(shard, state);
-            Ok(SaveOutcome::Saved { capacity_units: 1.0 })
+            Ok(CommitOutcome::Committed { capacity_units: items as f64 })
         })
         .await
     }
+}
+
+/// A pane log read newest first up to its newest compaction, as the DynamoDB query does.
+fn read_pane_log(tables: &super::world::Tables, pane: PaneStart, shard: &ShardId) -> Result<Partials, StoreError> {
+    let mut reader = PaneLogReader::default();
+    for entry in tables.pane_logs.get(&(pane, shard.clone())).into_iter().flat_map(|log| log.values().rev()) {
+        if reader.is_done() {
+            break;
+        }
+        reader.push(&entry.item).map_err(|e| StoreError::Rejected(e.to_string()))?;
+    }
+    Ok(reader.finish())
 }
 
 impl CloserStore for SimStore {
@@ -180,16 +187,7 @@ impl CloserStore for SimStore {
 
     async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
         let shard = shard.clone();
-        self.dynamo("Query partials", move |env| {
-            Ok(env
-                .tables
-                .partials
-                .iter()
-                .filter(|((p, s, _), _)| *p == pane && *s == shard)
-                .map(|((_, _, key), item)| (*key, item.value))
-                .collect())
-        })
-        .await
+        self.dynamo("Query pane log (closer)", move |env| Ok(read_pane_log(env.tables, pane, &shard)?.into_iter().collect())).await
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {

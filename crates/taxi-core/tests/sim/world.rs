@@ -15,19 +15,18 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloserState, DeadLetter};
+use taxi_core::pack::LogItem;
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::WallTime;
 use taxi_core::window::{PaneStart, WindowStart};
 
-/// A partial item: pk `P#<pane>#<shard>`, sk `<metric>#<key>`.
+/// A pane log item: pk `P#<pane>#<shard>`, sk `<seq>#<part>`.
 #[derive(Clone, Debug)]
-pub struct PartialItem {
-    pub value: PartialValue,
-    pub seq: SeqNum,
+pub struct LogEntry {
+    pub item: LogItem,
     /// DynamoDB TTL attribute: epoch seconds, compared with the wall clock.
     pub expires_at: i64,
 }
@@ -48,7 +47,8 @@ pub struct CloserItem {
 /// The DynamoDB table.
 #[derive(Debug, Default)]
 pub struct Tables {
-    pub partials: BTreeMap<(PaneStart, ShardId, MetricKey), PartialItem>,
+    /// Each pane log's items in sort key order (the commit's sequence number, then the part).
+    pub pane_logs: BTreeMap<(PaneStart, ShardId), BTreeMap<(SeqNum, u16), LogEntry>>,
     pub shard_states: BTreeMap<ShardId, ShardState>,
     pub markers: BTreeMap<(WindowStart, ShardId), MarkerItem>,
     pub closer: CloserItem,
