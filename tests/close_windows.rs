@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use taxi_aws::dynamo::DynamoStore;
 use taxi_core::aggregate::{MetricKey, PartialValue};
-use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::expiry::PaneObservation;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
@@ -343,8 +344,11 @@ impl CloserStore for Scripted {
     async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
         self.inner.delete_reemit_marker(marker).await
     }
-    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
-        self.inner.announce_closing(closing_through).await
+    async fn announce_closing(&self, closing_through: EventTime, observation: &PaneObservation) -> Result<(), StoreError> {
+        self.inner.announce_closing(closing_through, observation).await
+    }
+    async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+        self.inner.save_close_cursor(cursor).await
     }
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
         if self.die_before_recording.swap(false, Ordering::SeqCst) {

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use taxi_core::aggregate::{MetricKey, PartialKey, PartialValue};
 use taxi_core::closer::{
-    CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
+    CloseCursor, CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
 };
 use taxi_core::documents::Document;
+use taxi_core::expiry::PaneObservation;
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
 use taxi_core::store::{PartialStore, PartialWrite, PartialWriteOutcome, ReemitMarker, SaveOutcome, StoreError};
@@ -216,12 +217,23 @@ impl CloserStore for SimStore {
         .await
     }
 
-    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+    async fn announce_closing(&self, closing_through: EventTime, observation: &PaneObservation) -> Result<(), StoreError> {
+        let observation = observation.clone();
         self.dynamo("UpdateItem closing_through", move |env| {
             let state = &mut env.tables.closer.state;
             if state.closing_through.is_none_or(|c| c < closing_through) {
                 state.closing_through = Some(closing_through);
+                state.observation = observation;
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+        let cursor = cursor.cloned();
+        self.dynamo("UpdateItem close_cursor", move |env| {
+            env.tables.closer.state.close_cursor = cursor;
             Ok(())
         })
         .await
@@ -299,6 +311,8 @@ pub struct SearchFaults {
     pub outage: Option<(WallTime, WallTime)>,
     /// Chance in 1/1000 that a `_bulk` is held up for 30 to 120 s before it lands.
     pub slow_bulk_per_mille: u64,
+    /// Time the endpoint takes per document of a `_bulk` (0: none).
+    pub document_ms: i64,
 }
 
 /// The search endpoint behind the sink's trait: one `_bulk` per attempt,
@@ -336,6 +350,7 @@ impl DocumentSink for SimSink {
             } else {
                 0
             };
+            let delay_ms = delay_ms + faults.document_ms * batch.len() as i64;
             let answers = self.shared.call(self.actor, Service::Search, "_bulk", delay_ms, move |env| {
                 if faults.outage.is_some_and(|(from, to)| env.now >= from && env.now < to) {
                     return Err(StoreError::Unavailable("503 from the search endpoint".into()));
