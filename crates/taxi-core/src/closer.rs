@@ -495,3 +495,221 @@ enum Emitted {
     /// Stopped between two chunks before the deadline; the cursor says how far it came.
     OutOfTime,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::geo::Cell;
+    use crate::watermark::ShardWatermark;
+
+    const WINDOW: WindowStart = WindowStart(1_420_848_000);
+    /// A replay: the wall clock is years past the event time.
+    const T0: i64 = 1_796_000_000_000;
+    const SHARD: &str = "shardId-000000000000";
+
+    /// The closer's table in memory, and a wall clock the sink moves on.
+    #[derive(Default)]
+    struct Table {
+        state: Mutex<CloserState>,
+        partials: Vec<(MetricKey, PartialValue)>,
+        clock: Arc<AtomicI64>,
+        cursor_writes: Mutex<Vec<Option<CloseCursor>>>,
+    }
+
+    impl CloserStore for &Table {
+        async fn load_shard_states(&self, _: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+            let state = ShardState {
+                watermark: ShardWatermark { watermark: Some(EventTime(WINDOW.0 + 3600)), ..Default::default() },
+                updated_at: Some(WallTime(self.clock.load(Ordering::SeqCst))),
+                open_panes: [PaneStart(WINDOW.0)].into(),
+                ..Default::default()
+            };
+            Ok([(ShardId(SHARD.into()), state)].into())
+        }
+        async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+            Ok(self.state.lock().unwrap().clone())
+        }
+        async fn acquire_lease(&self, _: &str, _: WallTime, _: WallTime) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn read_partials(&self, pane: PaneStart, _: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+            Ok(if pane.0 == WINDOW.0 { self.partials.clone() } else { Vec::new() })
+        }
+        async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn delete_reemit_marker(&self, _: &StoredMarker) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn announce_closing(&self, through: EventTime, observation: &PaneObservation) -> Result<(), StoreError> {
+            let mut state = self.state.lock().unwrap();
+            if state.closing_through.is_none_or(|c| c < through) {
+                state.closing_through = Some(through);
+                state.observation = observation.clone();
+            }
+            Ok(())
+        }
+        async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+            self.state.lock().unwrap().close_cursor = cursor.cloned();
+            self.cursor_writes.lock().unwrap().push(cursor.cloned());
+            Ok(())
+        }
+        async fn advance_closed_through(&self, through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+            let mut state = self.state.lock().unwrap();
+            state.closed_through = state.closed_through.max(Some(through));
+            state.watermark = Some(watermark);
+            Ok(())
+        }
+        async fn save_excluded(&self, _: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
+            self.state.lock().unwrap().known_shards.extend(shards.iter().cloned());
+            Ok(())
+        }
+        async fn save_first_seen(&self, _: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn put_dead_letters(&self, _: &[DeadLetter], _: WallTime) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct OneShard;
+
+    impl ShardSource for OneShard {
+        async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
+            Ok(vec![StreamShard {
+                id: ShardId(SHARD.into()),
+                parent: None,
+                adjacent_parent: None,
+                starting_hash_key: "0".into(),
+                closed: false,
+            }])
+        }
+    }
+
+    /// An endpoint taking one second per document; keeps every `_id` it indexed, in order.
+    struct SlowSink<'a> {
+        clock: &'a AtomicI64,
+        indexed: Mutex<Vec<String>>,
+    }
+
+    impl DocumentSink for SlowSink<'_> {
+        async fn index(&self, documents: &[Document], deadline: WallTime) -> Result<IndexReport, SinkError> {
+            let done = self.clock.fetch_add(1000 * documents.len() as i64, Ordering::SeqCst) + 1000 * documents.len() as i64;
+            if done > deadline.0 {
+                return Err(SinkError::Unavailable("timed out".into()));
+            }
+            self.indexed.lock().unwrap().extend(documents.iter().map(|d| d.id.clone()));
+            Ok(IndexReport { indexed: documents.len() as u64, ..Default::default() })
+        }
+    }
+
+    /// Seven hot spots in one window: seven documents, seven seconds to index.
+    fn table() -> Table {
+        let cells = ["dr5ru7", "dr5ru6", "dr5ru5", "dr5ru4", "dr5ru3", "dr5ru2", "dr5ru1"];
+        let partials = cells.iter().map(|c| (MetricKey::Pickups(Cell::parse(c).unwrap()), PartialValue { count: 3, sum_s: 900 })).collect();
+        Table { partials, clock: Arc::new(AtomicI64::new(T0)), ..Default::default() }
+    }
+
+    fn closer<'a>(table: &'a Table, chunk_documents: usize) -> Closer<&'a Table, OneShard, SlowSink<'a>> {
+        Closer {
+            store: table,
+            shards: OneShard,
+            sink: SlowSink { clock: &table.clock, indexed: Mutex::default() },
+            settings: CloserSettings {
+                window: WindowSpec::tumbling(600).unwrap(),
+                documents: DocumentSettings { min_count: 1, ..DocumentSettings::default() },
+                idleness: Idleness::Never,
+                safety_margin_ms: 1000,
+                owner: "test".into(),
+                chunk_documents,
+                retention_s: 48 * 3600,
+                close_expired: false,
+            },
+        }
+    }
+
+    /// One invocation of 4 s from now.
+    async fn invoke(closer: &Closer<&Table, OneShard, SlowSink<'_>>, table: &Table) -> CloseReport {
+        invoke_for(closer, table, 4000).await
+    }
+
+    async fn invoke_for(closer: &Closer<&Table, OneShard, SlowSink<'_>>, table: &Table, ms: i64) -> CloseReport {
+        let clock = || WallTime(table.clock.load(Ordering::SeqCst));
+        let deadline = WallTime(clock().0 + ms);
+        let report = closer.run_once(&clock, deadline).await;
+        table.clock.fetch_add(60_000, Ordering::SeqCst);
+        report
+    }
+
+    #[test]
+    fn a_window_too_big_for_one_invocation_closes_over_several() {
+        let table = table();
+        let closer = closer(&table, 2);
+        let end = EventTime(WINDOW.0 + 600);
+        let mut invocations = 0;
+        while table.state.lock().unwrap().closed_through < Some(end) {
+            let report = block_on(invoke(&closer, &table));
+            assert_eq!(report.error, None);
+            assert_eq!(report.windows_resumed, u64::from(invocations > 0), "each later invocation goes on from the cursor");
+            invocations += 1;
+            assert!(invocations <= 4, "two documents per 4 s invocation: four invocations");
+        }
+        let indexed = closer.sink.indexed.lock().unwrap().clone();
+        let unique: BTreeSet<&String> = indexed.iter().collect();
+        assert_eq!((invocations, indexed.len(), unique.len()), (4, 7, 7), "every document once: {indexed:?}");
+        assert_eq!(table.state.lock().unwrap().close_cursor, None, "cleared once the window is closed");
+        assert_eq!(table.cursor_writes.lock().unwrap().len(), 4, "three chunks recorded, then cleared");
+    }
+
+    #[test]
+    fn without_chunks_such_a_window_never_closes() {
+        let table = table();
+        let closer = closer(&table, 5000);
+        for _ in 0..5 {
+            assert!(block_on(invoke(&closer, &table)).error.is_some());
+        }
+        assert_eq!(table.state.lock().unwrap().closed_through, None);
+    }
+
+    /// A first pass that observes the pane but has no time to index anything
+    /// (the endpoint was down, say), then `hours` later an invocation.
+    fn after_first_observation(table: &Table, hours: i64, closer: &Closer<&Table, OneShard, SlowSink<'_>>) -> CloseReport {
+        let clock = || WallTime(table.clock.load(Ordering::SeqCst));
+        let report = block_on(closer.run_once(&clock, WallTime(clock().0 + 500)));
+        assert_eq!(report.windows_closed, 0);
+        assert_eq!(table.state.lock().unwrap().observation.since.get(&PaneStart(WINDOW.0)), Some(&WallTime(T0)));
+        table.clock.fetch_add(hours * 3_600_000, Ordering::SeqCst);
+        block_on(invoke_for(closer, table, 20_000))
+    }
+
+    #[test]
+    fn a_window_waiting_past_the_retention_is_refused_not_closed() {
+        // Retention 48 h, less the checkpoint lag: 47 h after its first write the window still closes.
+        let table = table();
+        let report = after_first_observation(&table, 47, &closer(&table, 10));
+        assert_eq!((report.windows_closed, report.refused_expired.len()), (1, 0));
+
+        let table = self::table();
+        let closer = closer(&table, 10);
+        let report = after_first_observation(&table, 49, &closer);
+        assert_eq!(report.refused_expired, vec![WINDOW]);
+        assert_eq!((report.windows_closed, report.windows_left_open), (0, 1));
+        assert_eq!(table.state.lock().unwrap().closed_through, None, "nothing moves past it");
+        assert!(closer.sink.indexed.lock().unwrap().is_empty(), "no document from partials that may be gone");
+        // The operator's way out, once the window is re-indexed from the source.
+        let forced = Closer { settings: CloserSettings { close_expired: true, ..closer.settings.clone() }, ..self::closer(&table, 10) };
+        let report = block_on(invoke_for(&forced, &table, 20_000));
+        assert_eq!((report.windows_closed, report.refused_expired.len()), (1, 0));
+    }
+}
