@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use taxi_aws::dynamo::DynamoStore;
 use taxi_core::aggregate::{MetricKey, PartialValue};
-use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::expiry::PaneObservation;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
@@ -41,6 +42,29 @@ async fn closes_the_real_sample_exactly_and_a_second_run_changes_nothing() {
     let again = closer.run_once(&WallTime::now, far_deadline()).await;
     assert_eq!((again.windows_closed, again.documents_indexed, again.error), (0, 0, None), "nothing left to close");
     assert_same(&deployment.indexed().await, &sources, "the index is unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_in_chunks_resumes_from_its_recorded_progress_and_indexes_exactly() {
+    let deployment = Deployment::new("close-chunks").await;
+    deployment.aggregate_file(&fixture_path()).await;
+    let expected = deployment.expected(&oracle::expected(&fixture_path(), 600, 6));
+
+    let mut normal = deployment.closer(opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    normal.settings.chunk_documents = 3;
+    // Dies when it would clear the progress of a window it has fully indexed.
+    let mut dying =
+        deployment.closer_with_store(Scripted::dying_clearing_the_cursor(normal.store.clone()), opensearch_endpoint(), IDLE_TIMEOUT_MS);
+    dying.settings.chunk_documents = 3;
+    let report = dying.run_once(&WallTime::now, far_deadline()).await;
+    assert!(report.error.is_some(), "{report:?}");
+    let cursor = normal.store.load_closer_state().await.unwrap().close_cursor.expect("the progress within the window is stored");
+    assert!(cursor.markers.is_empty() && !cursor.indexed_through.1.is_empty(), "{cursor:?}");
+
+    let report = normal.run_once(&WallTime::now, far_deadline()).await;
+    assert_eq!((report.error, report.windows_resumed), (None, 1));
+    assert_eq!(normal.store.load_closer_state().await.unwrap().close_cursor, None, "cleared once closed");
+    assert_same(&deployment.indexed_counts().await, &expected, "every document, from chunks of three");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,15 +330,20 @@ struct Scripted {
     inner: DynamoStore,
     ignore_lease: bool,
     die_before_recording: AtomicBool,
+    die_clearing_cursor: AtomicBool,
 }
 
 impl Scripted {
     fn ignoring_the_lease(inner: DynamoStore) -> Scripted {
-        Scripted { inner, ignore_lease: true, die_before_recording: AtomicBool::new(false) }
+        Scripted { inner, ignore_lease: true, die_before_recording: AtomicBool::new(false), die_clearing_cursor: AtomicBool::new(false) }
     }
 
     fn dying_before_recording(inner: DynamoStore) -> Scripted {
-        Scripted { inner, ignore_lease: false, die_before_recording: AtomicBool::new(true) }
+        Scripted { inner, ignore_lease: false, die_before_recording: AtomicBool::new(true), die_clearing_cursor: AtomicBool::new(false) }
+    }
+
+    fn dying_clearing_the_cursor(inner: DynamoStore) -> Scripted {
+        Scripted { inner, ignore_lease: false, die_before_recording: AtomicBool::new(false), die_clearing_cursor: AtomicBool::new(true) }
     }
 }
 
@@ -345,6 +374,15 @@ impl CloserStore for Scripted {
     }
     async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
         self.inner.announce_closing(closing_through).await
+    }
+    async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
+        self.inner.save_observation(observation).await
+    }
+    async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+        if cursor.is_none() && self.die_clearing_cursor.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the closer died here".into()));
+        }
+        self.inner.save_close_cursor(cursor).await
     }
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
         if self.die_before_recording.swap(false, Ordering::SeqCst) {

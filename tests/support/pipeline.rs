@@ -132,6 +132,9 @@ impl Deployment {
                 idleness: Idleness::After { timeout_ms: idle_timeout_ms },
                 safety_margin_ms: 1_000,
                 owner: unique_name("closer"),
+                chunk_documents: 5000,
+                retention_s: 48 * 3600,
+                close_expired: false,
             },
         }
     }

@@ -50,6 +50,8 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
         total.documents_retried += report.documents_retried;
         total.dead_letters += report.dead_letters;
         total.windows_left_open = report.windows_left_open;
+        total.windows_resumed += report.windows_resumed;
+        total.refused_expired = report.refused_expired.clone();
         total.closed_through = report.closed_through;
         total.error = report.error.clone();
         total.global = report.global.clone();
@@ -67,6 +69,8 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
         "windows_closed": total.windows_closed,
         "windows_reemitted": total.windows_reemitted,
         "windows_left_open": total.windows_left_open,
+        "windows_resumed": total.windows_resumed,
+        "windows_refused_expired": total.refused_expired.iter().map(|w| EventTime(w.0).to_rfc3339()).collect::<Vec<_>>(),
         "documents_indexed": total.documents_indexed,
         "documents_retried": total.documents_retried,
         "dead_letters": total.dead_letters,
@@ -97,6 +101,9 @@ pub fn closer_from_config(
             idleness: Idleness::for_mode(config.watermark_mode, config.idle_timeout_s * 1000),
             safety_margin_ms: SAFETY_MARGIN_MS,
             owner,
+            chunk_documents: config.chunk_documents,
+            retention_s: config.retention_s,
+            close_expired: config.close_expired,
         },
     })
 }

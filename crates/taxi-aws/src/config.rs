@@ -272,6 +272,13 @@ pub struct CloseWindowsConfig {
     pub keep_running_s: u64,
     pub metrics_namespace: String,
     pub dynamodb_max_attempts: u32,
+    /// `CLOSE_CHUNK_DOCUMENTS` (default 5000, 1 to 1000000): documents indexed
+    /// between two durable records of a window's progress.
+    pub chunk_documents: usize,
+    /// `RETENTION_HOURS`, as the aggregate function's (in seconds).
+    pub retention_s: i64,
+    /// `CLOSE_EXPIRED_WINDOWS` (default false): close windows whose partials may have expired anyway.
+    pub close_expired: bool,
     /// `INDEX_REPLICAS` (0 to 15; unset: the cluster's default): replicas of
     /// each index, set in the index templates. A one-node cluster needs 0, or
     /// the replicas are never assigned and the cluster stays yellow.
@@ -302,6 +309,9 @@ impl CloseWindowsConfig {
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
             metrics_namespace: env.string("METRICS_NAMESPACE", "TaxiPipeline"),
             dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 5u32, 1, 10)?,
+            chunk_documents: env.number("CLOSE_CHUNK_DOCUMENTS", 5000usize, 1, 1_000_000)?,
+            retention_s: env.retention_s()?,
+            close_expired: env.flag("CLOSE_EXPIRED_WINDOWS", false)?,
             index_replicas: match env.string("INDEX_REPLICAS", "").as_str() {
                 "" => None,
                 _ => Some(env.number("INDEX_REPLICAS", 0u32, 0, 15)?),
@@ -332,6 +342,15 @@ mod close_windows_tests {
         assert_eq!((config.documents.min_count, limits.max_documents, limits.max_bytes), (2, 1000, 5 * 1024 * 1024));
         assert!(config.search.gzip && !config.search.tls_skip_verify);
         assert_eq!((config.recheck_interval_s, config.keep_running_s, config.idle_timeout_s), (5, 50, 300));
+        assert_eq!((config.chunk_documents, config.retention_s, config.close_expired), (5000, 48 * 3600, false));
+        let err = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
+            ("CLOSE_CHUNK_DOCUMENTS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("CLOSE_CHUNK_DOCUMENTS=\"0\" is invalid: expected a whole number from 1 to 1000000"), "{err}");
         let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
         assert_eq!(err.variable, "ES_ENDPOINT");
     }

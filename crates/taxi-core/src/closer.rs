@@ -12,7 +12,12 @@
 //!    watermark has passed, oldest first: read its partials over every shard,
 //!    merge, build the documents, index them, and only then move
 //!    `closed_through` past it;
-//! 4. stop before the deadline, keeping what is done.
+//! 4. stop before the deadline, keeping what is done: a window's documents
+//!    are indexed in chunks, and the progress within the window is durable
+//!    ([`CloseCursor`]), so a window too big for one invocation closes over
+//!    several;
+//! 5. never close (or re-emit) a window whose partials TTL may have deleted
+//!    ([`crate::expiry`]): refuse it, count it, and say what to do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,6 +27,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::aggregate::{MetricKey, PartialValue};
 use crate::closing::{closable_through, exclusions, global_watermark, merge, windows_to_close, GlobalWatermark, Idleness};
 use crate::documents::{window_documents, Document, DocumentSettings};
+use crate::expiry::PaneObservation;
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
 use crate::store::StoreError;
@@ -46,6 +52,29 @@ pub struct CloserState {
     /// Bounded mode: shards judged idle, each with the `closed_through` at the
     /// time (see [`crate::closing::exclusions`]).
     pub excluded: BTreeMap<ShardId, EventTime>,
+    /// How far the close of a window too big for one invocation has come.
+    pub close_cursor: Option<CloseCursor>,
+    /// When each open pane was first written, at the earliest (recorded with
+    /// each announcement; see [`crate::expiry`]).
+    pub observation: PaneObservation,
+}
+
+/// Durable progress within one window's emission: every document of
+/// `window` up to `indexed_through`, in (index, `_id`) order, is indexed from
+/// partials read after the close was announced, while the window's re-emit
+/// markers were exactly `markers`.
+///
+/// A later pass may skip those documents: a partial of the window that lands
+/// after that read leaves a re-emit marker behind it (the two-phase
+/// protocol), so either the markers differ (the emission starts over) or the
+/// marker lands later and the window is emitted again in full. Documents are
+/// idempotent by `_id` and versioned, so sending one again is harmless.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseCursor {
+    pub window: WindowStart,
+    pub markers: BTreeMap<ShardId, SeqNum>,
+    /// `(index, _id)` of the last document indexed.
+    pub indexed_through: (String, String),
 }
 
 /// A re-emit marker as stored.
@@ -82,6 +111,10 @@ pub trait CloserStore: Send + Sync {
     /// Moves `closing_through` forward (never back), before the partials of the
     /// windows ending at or before it are read: the first phase of a close.
     fn announce_closing(&self, closing_through: EventTime) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records the pass's observation of the open panes (when each was first listed).
+    fn save_observation(&self, observation: &PaneObservation) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records (or, with `None`, clears) the progress within a window's emission.
+    fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Moves `closed_through` forward (never back) and records the watermark.
     fn advance_closed_through(
         &self,
@@ -157,6 +190,14 @@ pub struct CloserSettings {
     /// Time kept free before the deadline: no window is started after it.
     pub safety_margin_ms: i64,
     pub owner: String,
+    /// Documents indexed between two records of a window's progress
+    /// (`CLOSE_CHUNK_DOCUMENTS`): one chunk must fit well within an invocation.
+    pub chunk_documents: usize,
+    /// The partials' retention (`RETENTION_HOURS`), as the aggregate function sets TTL.
+    pub retention_s: i64,
+    /// `CLOSE_EXPIRED_WINDOWS`: close a window whose partials may have
+    /// expired anyway (after the operator re-indexed it from the source).
+    pub close_expired: bool,
 }
 
 /// What one run did.
@@ -172,6 +213,10 @@ pub struct CloseReport {
     pub dead_letters: u64,
     /// Windows the watermark had passed but that stay open for now.
     pub windows_left_open: u64,
+    /// Windows whose emission went on from a previous invocation's progress.
+    pub windows_resumed: u64,
+    /// Windows refused because their partials may have expired (each pass counts them again).
+    pub refused_expired: Vec<WindowStart>,
     pub error: Option<String>,
 }
 
@@ -232,6 +277,20 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
         report.global = Some(global);
 
+        // What the shard states just read say about when each open pane was first written.
+        let observation = closer.observation.observe(
+            states.values().flat_map(|state| state.open_panes.keys().copied()),
+            &s.window,
+            closer.closed_through,
+            now,
+            s.retention_s,
+        );
+        // Recorded on every pass, announcing or not: a pane's first listing must be
+        // seen while the data is young, not when its window first becomes closable.
+        if observation != closer.observation {
+            self.store.save_observation(&observation).await.map_err(|e| e.to_string())?;
+        }
+
         // Phase one: announce what this pass closes before reading anything; an
         // aggregate commit judged against an older announcement is refused.
         let through = watermark.map(|w| closable_through(&s.window, w));
@@ -247,7 +306,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             None => states,
         };
         // Every read of this pass comes after the announcement, so a pane read once serves every window of it.
-        let mut panes = PaneReads::default();
+        let mut pass = Pass { panes: PaneReads::default(), cursor: closer.close_cursor.clone(), observation };
 
         // Late data first: those windows are older than any still open.
         let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
@@ -255,13 +314,24 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         for marker in markers {
             by_window.entry(marker.window).or_default().push(marker);
         }
-        for (window, markers) in by_window {
+        let marker_set =
+            |markers: &[StoredMarker]| -> BTreeMap<ShardId, SeqNum> { markers.iter().map(|m| (m.shard.clone(), m.seq.clone())).collect() };
+        let mut refused = BTreeSet::new();
+        for (window, markers) in &by_window {
             if self.out_of_time(clock, deadline) {
                 return Ok(());
             }
+            if self.refuse_expired(*window, &pass.observation, deadline, report) {
+                refused.insert(*window);
+                continue;
+            }
             // Re-emission reads every shard: open panes are pruned once their windows are closed.
-            self.emit_window(window, &|_| shard_ids.clone(), true, &mut panes, clock, deadline, report).await?;
-            for marker in &markers {
+            let emitted =
+                self.emit_window(*window, &|_| shard_ids.clone(), true, &marker_set(markers), &mut pass, clock, deadline, report).await?;
+            if emitted == Emitted::OutOfTime {
+                return Ok(());
+            }
+            for marker in markers {
                 self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
             }
             report.windows_reemitted += 1;
@@ -277,13 +347,28 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             states.iter().filter(|(_, state)| state.open_panes.contains_key(&pane)).map(|(id, _)| id.clone()).collect()
         };
         for (i, window) in windows.iter().enumerate() {
+            let left_open = (windows.len() - i) as u64;
             if self.out_of_time(clock, deadline) {
-                report.windows_left_open = (windows.len() - i) as u64;
+                report.windows_left_open = left_open;
                 return Ok(());
             }
-            if let Err(e) = self.emit_window(*window, &listing, false, &mut panes, clock, deadline, report).await {
-                report.windows_left_open = (windows.len() - i) as u64;
-                return Err(e);
+            // closed_through cannot move past a window refused: everything after it waits too.
+            if refused.contains(window) || self.refuse_expired(*window, &pass.observation, deadline, report) {
+                report.windows_left_open = left_open;
+                return Ok(());
+            }
+            // Every marker listed was re-emitted and deleted above (or the pass stopped):
+            // a marker written since differs from this cursor's none.
+            match self.emit_window(*window, &listing, false, &BTreeMap::new(), &mut pass, clock, deadline, report).await {
+                Ok(Emitted::Done) => {}
+                Ok(Emitted::OutOfTime) => {
+                    report.windows_left_open = left_open;
+                    return Ok(());
+                }
+                Err(e) => {
+                    report.windows_left_open = left_open;
+                    return Err(e);
+                }
             }
             let end = s.window.window_end(*window);
             self.store.advance_closed_through(end, watermark).await.map_err(|e| e.to_string())?;
@@ -298,26 +383,54 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         Ok(())
     }
 
+    /// Whether `window` must not be emitted because TTL may have deleted some
+    /// of its partials by the end of this pass; logs why and what to do.
+    fn refuse_expired(&self, window: WindowStart, observation: &PaneObservation, deadline: WallTime, report: &mut CloseReport) -> bool {
+        let s = &self.settings;
+        let Some((pane, expiry)) = observation.expired_pane(&s.window, window, s.retention_s, deadline) else { return false };
+        let window_start = EventTime(window.0).to_rfc3339();
+        let expiry = EventTime(expiry).to_rfc3339();
+        if s.close_expired {
+            tracing::warn!(window = %window_start, pane = pane.0, may_expire_from = %expiry, "closing a window whose partials may have expired (CLOSE_EXPIRED_WINDOWS=true)");
+            return false;
+        }
+        report.refused_expired.push(window);
+        tracing::error!(
+            window = %window_start,
+            pane = pane.0,
+            may_expire_from = %expiry,
+            retention_hours = s.retention_s / 3600,
+            "window not closed: its partials may have been deleted by TTL (the window waited longer than RETENTION_HOURS since its first write), so its documents could be wrong. \
+             Re-index its time range from the source with `taxi-pipeline batch`, then set CLOSE_EXPIRED_WINDOWS=true for one run to move on \
+             (versioned documents keep the complete ones); raise RETENTION_HOURS above the longest stall to avoid it"
+        );
+        true
+    }
+
     fn out_of_time(&self, clock: &(dyn Fn() -> WallTime + Sync), deadline: WallTime) -> bool {
         clock().0 + self.settings.safety_margin_ms >= deadline.0
     }
 
-    /// Reads, merges, builds and indexes one window; dead-letters what the sink refused for good.
-    /// `shards_of` names the shards each pane is read from (`every_shard` if that is all of them).
+    /// Reads, merges, builds and indexes one window, in chunks of documents
+    /// with durable progress in between; dead-letters what the sink refused
+    /// for good. `shards_of` names the shards each pane is read from
+    /// (`every_shard` if that is all of them); `markers` are the window's
+    /// re-emit markers, which a cursor must match to be resumed.
     #[allow(clippy::too_many_arguments)]
     async fn emit_window(
         &self,
         window: WindowStart,
         shards_of: &(dyn Fn(PaneStart) -> Vec<ShardId> + Sync),
         every_shard: bool,
-        panes: &mut PaneReads,
+        markers: &BTreeMap<ShardId, SeqNum>,
+        pass: &mut Pass,
         clock: &(dyn Fn() -> WallTime + Sync),
         deadline: WallTime,
         report: &mut CloseReport,
-    ) -> Result<(), String> {
+    ) -> Result<Emitted, String> {
         let s = &self.settings;
         for pane in s.window.panes_of(window) {
-            if panes.get(pane, every_shard).is_some() {
+            if pass.panes.get(pane, every_shard).is_some() {
                 continue;
             }
             let shards = shards_of(pane);
@@ -327,24 +440,292 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
                     .try_collect()
                     .await
                     .map_err(|e| e.to_string())?;
-            panes.insert(pane, every_shard, merge(partials.into_iter().flatten()));
+            pass.panes.insert(pane, every_shard, merge(partials.into_iter().flatten()));
         }
         let merged = merge(s.window.panes_of(window).flat_map(|pane| {
-            let pane = panes.get(pane, every_shard).expect("read above");
+            let pane = pass.panes.get(pane, every_shard).expect("read above");
             pane.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
         }));
-        let documents = window_documents(&s.window, window, &merged, &s.documents);
-        let indexed = self.sink.index(&documents, WallTime(deadline.0 - s.safety_margin_ms / 2)).await.map_err(|e| e.to_string())?;
-        if !indexed.rejected.is_empty() {
-            for letter in &indexed.rejected {
-                tracing::error!(index = %letter.document.index, id = %letter.document.id, status = letter.status, reason = %letter.reason, "document rejected; kept as a dead letter");
-            }
-            self.store.put_dead_letters(&indexed.rejected, clock()).await.map_err(|e| e.to_string())?;
+        let mut documents = window_documents(&s.window, window, &merged, &s.documents);
+        documents.sort_by(|a, b| (&a.index, &a.id).cmp(&(&b.index, &b.id)));
+        let resumed = pass.cursor.as_ref().filter(|c| c.window == window && c.markers == *markers);
+        let start = resumed.map_or(0, |c| documents.partition_point(|d| (&d.index, &d.id) <= (&c.indexed_through.0, &c.indexed_through.1)));
+        if resumed.is_some() {
+            report.windows_resumed += 1;
+            tracing::info!(window = %EventTime(window.0).to_rfc3339(), skipped = start, documents = documents.len(), "window resumed from the progress recorded");
         }
-        tracing::info!(window = %EventTime(window.0).to_rfc3339(), documents = documents.len(), retried = indexed.retried, rejected = indexed.rejected.len(), "window emitted");
-        report.documents_indexed += indexed.indexed;
-        report.documents_retried += indexed.retried;
-        report.dead_letters += indexed.rejected.len() as u64;
-        Ok(())
+        let chunks: Vec<&[Document]> = documents[start..].chunks(s.chunk_documents.max(1)).collect();
+        // A chunk is started only if one as long as the longest so far still fits.
+        let mut longest_ms = 0;
+        let (mut indexed_total, mut retried_total, mut rejected_total) = (0, 0, 0);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let started = clock();
+            if started.0 + longest_ms + s.safety_margin_ms >= deadline.0 {
+                tracing::info!(window = %EventTime(window.0).to_rfc3339(), indexed = start + chunks[..i].iter().map(|c| c.len()).sum::<usize>(), documents = documents.len(), "out of time within a window; the next pass goes on from here");
+                return Ok(Emitted::OutOfTime);
+            }
+            let indexed = self.sink.index(chunk, WallTime(deadline.0 - s.safety_margin_ms / 2)).await.map_err(|e| e.to_string())?;
+            if !indexed.rejected.is_empty() {
+                for letter in &indexed.rejected {
+                    tracing::error!(index = %letter.document.index, id = %letter.document.id, status = letter.status, reason = %letter.reason, "document rejected; kept as a dead letter");
+                }
+                self.store.put_dead_letters(&indexed.rejected, clock()).await.map_err(|e| e.to_string())?;
+            }
+            report.documents_indexed += indexed.indexed;
+            report.documents_retried += indexed.retried;
+            report.dead_letters += indexed.rejected.len() as u64;
+            (indexed_total, retried_total, rejected_total) =
+                (indexed_total + indexed.indexed, retried_total + indexed.retried, rejected_total + indexed.rejected.len());
+            if i + 1 < chunks.len() {
+                let last = chunk.last().expect("chunks are not empty");
+                let cursor = CloseCursor { window, markers: markers.clone(), indexed_through: (last.index.clone(), last.id.clone()) };
+                self.store.save_close_cursor(Some(&cursor)).await.map_err(|e| e.to_string())?;
+                pass.cursor = Some(cursor);
+            }
+            longest_ms = longest_ms.max(clock().0 - started.0);
+        }
+        if pass.cursor.as_ref().is_some_and(|c| c.window == window) {
+            self.store.save_close_cursor(None).await.map_err(|e| e.to_string())?;
+            pass.cursor = None;
+        }
+        tracing::info!(window = %EventTime(window.0).to_rfc3339(), documents = documents.len(), indexed = indexed_total, retried = retried_total, rejected = rejected_total, "window emitted");
+        Ok(Emitted::Done)
+    }
+}
+
+/// What one pass carries from window to window.
+struct Pass {
+    panes: PaneReads,
+    /// The progress within a window, as stored.
+    cursor: Option<CloseCursor>,
+    observation: PaneObservation,
+}
+
+/// How a window's emission ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Emitted {
+    Done,
+    /// Stopped between two chunks before the deadline; the cursor says how far it came.
+    OutOfTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::geo::Cell;
+    use crate::watermark::ShardWatermark;
+
+    const WINDOW: WindowStart = WindowStart(1_420_848_000);
+    /// A replay: the wall clock is years past the event time.
+    const T0: i64 = 1_796_000_000_000;
+    const SHARD: &str = "shardId-000000000000";
+
+    /// The closer's table in memory, and a wall clock the sink moves on.
+    #[derive(Default)]
+    struct Table {
+        state: Mutex<CloserState>,
+        partials: Vec<(MetricKey, PartialValue)>,
+        clock: Arc<AtomicI64>,
+        cursor_writes: Mutex<Vec<Option<CloseCursor>>>,
+    }
+
+    impl CloserStore for &Table {
+        async fn load_shard_states(&self, _: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+            let state = ShardState {
+                watermark: ShardWatermark { watermark: Some(EventTime(WINDOW.0 + 3600)), ..Default::default() },
+                updated_at: Some(WallTime(self.clock.load(Ordering::SeqCst))),
+                open_panes: [(PaneStart(WINDOW.0), Default::default())].into(),
+                ..Default::default()
+            };
+            Ok([(ShardId(SHARD.into()), state)].into())
+        }
+        async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
+            Ok(self.state.lock().unwrap().clone())
+        }
+        async fn acquire_lease(&self, _: &str, _: WallTime, _: WallTime) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn read_partials(&self, pane: PaneStart, _: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+            Ok(if pane.0 == WINDOW.0 { self.partials.clone() } else { Vec::new() })
+        }
+        async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn delete_reemit_marker(&self, _: &StoredMarker) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn announce_closing(&self, through: EventTime) -> Result<(), StoreError> {
+            let mut state = self.state.lock().unwrap();
+            if state.closing_through.is_none_or(|c| c < through) {
+                state.closing_through = Some(through);
+            }
+            Ok(())
+        }
+        async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
+            self.state.lock().unwrap().observation = observation.clone();
+            Ok(())
+        }
+        async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+            self.state.lock().unwrap().close_cursor = cursor.cloned();
+            self.cursor_writes.lock().unwrap().push(cursor.cloned());
+            Ok(())
+        }
+        async fn advance_closed_through(&self, through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
+            let mut state = self.state.lock().unwrap();
+            state.closed_through = state.closed_through.max(Some(through));
+            state.watermark = Some(watermark);
+            Ok(())
+        }
+        async fn save_excluded(&self, _: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn remember_shards(&self, shards: &[ShardId]) -> Result<(), StoreError> {
+            self.state.lock().unwrap().known_shards.extend(shards.iter().cloned());
+            Ok(())
+        }
+        async fn save_first_seen(&self, _: &BTreeMap<ShardId, WallTime>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn put_dead_letters(&self, _: &[DeadLetter], _: WallTime) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct OneShard;
+
+    impl ShardSource for OneShard {
+        async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
+            Ok(vec![StreamShard {
+                id: ShardId(SHARD.into()),
+                parent: None,
+                adjacent_parent: None,
+                starting_hash_key: "0".into(),
+                closed: false,
+            }])
+        }
+    }
+
+    /// An endpoint taking one second per document; keeps every `_id` it indexed, in order.
+    struct SlowSink<'a> {
+        clock: &'a AtomicI64,
+        indexed: Mutex<Vec<String>>,
+    }
+
+    impl DocumentSink for SlowSink<'_> {
+        async fn index(&self, documents: &[Document], deadline: WallTime) -> Result<IndexReport, SinkError> {
+            let done = self.clock.fetch_add(1000 * documents.len() as i64, Ordering::SeqCst) + 1000 * documents.len() as i64;
+            if done > deadline.0 {
+                return Err(SinkError::Unavailable("timed out".into()));
+            }
+            self.indexed.lock().unwrap().extend(documents.iter().map(|d| d.id.clone()));
+            Ok(IndexReport { indexed: documents.len() as u64, ..Default::default() })
+        }
+    }
+
+    /// Seven hot spots in one window: seven documents, seven seconds to index.
+    fn table() -> Table {
+        let cells = ["dr5ru7", "dr5ru6", "dr5ru5", "dr5ru4", "dr5ru3", "dr5ru2", "dr5ru1"];
+        let partials = cells.iter().map(|c| (MetricKey::Pickups(Cell::parse(c).unwrap()), PartialValue { count: 3, sum_s: 900 })).collect();
+        Table { partials, clock: Arc::new(AtomicI64::new(T0)), ..Default::default() }
+    }
+
+    fn closer<'a>(table: &'a Table, chunk_documents: usize) -> Closer<&'a Table, OneShard, SlowSink<'a>> {
+        Closer {
+            store: table,
+            shards: OneShard,
+            sink: SlowSink { clock: &table.clock, indexed: Mutex::default() },
+            settings: CloserSettings {
+                window: WindowSpec::tumbling(600).unwrap(),
+                documents: DocumentSettings { min_count: 1, ..DocumentSettings::default() },
+                idleness: Idleness::Never,
+                safety_margin_ms: 1000,
+                owner: "test".into(),
+                chunk_documents,
+                retention_s: 48 * 3600,
+                close_expired: false,
+            },
+        }
+    }
+
+    /// One invocation of 4 s from now.
+    async fn invoke(closer: &Closer<&Table, OneShard, SlowSink<'_>>, table: &Table) -> CloseReport {
+        invoke_for(closer, table, 4000).await
+    }
+
+    async fn invoke_for(closer: &Closer<&Table, OneShard, SlowSink<'_>>, table: &Table, ms: i64) -> CloseReport {
+        let clock = || WallTime(table.clock.load(Ordering::SeqCst));
+        let deadline = WallTime(clock().0 + ms);
+        let report = closer.run_once(&clock, deadline).await;
+        table.clock.fetch_add(60_000, Ordering::SeqCst);
+        report
+    }
+
+    #[test]
+    fn a_window_too_big_for_one_invocation_closes_over_several() {
+        let table = table();
+        let closer = closer(&table, 2);
+        let end = EventTime(WINDOW.0 + 600);
+        let mut invocations = 0;
+        while table.state.lock().unwrap().closed_through < Some(end) {
+            let report = block_on(invoke(&closer, &table));
+            assert_eq!(report.error, None);
+            assert_eq!(report.windows_resumed, u64::from(invocations > 0), "each later invocation goes on from the cursor");
+            invocations += 1;
+            assert!(invocations <= 4, "two documents per 4 s invocation: four invocations");
+        }
+        let indexed = closer.sink.indexed.lock().unwrap().clone();
+        let unique: BTreeSet<&String> = indexed.iter().collect();
+        assert_eq!((invocations, indexed.len(), unique.len()), (4, 7, 7), "every document once: {indexed:?}");
+        assert_eq!(table.state.lock().unwrap().close_cursor, None, "cleared once the window is closed");
+        assert_eq!(table.cursor_writes.lock().unwrap().len(), 4, "three chunks recorded, then cleared");
+    }
+
+    #[test]
+    fn without_chunks_such_a_window_never_closes() {
+        let table = table();
+        let closer = closer(&table, 5000);
+        for _ in 0..5 {
+            assert!(block_on(invoke(&closer, &table)).error.is_some());
+        }
+        assert_eq!(table.state.lock().unwrap().closed_through, None);
+    }
+
+    /// A first pass that observes the pane but has no time to index anything
+    /// (the endpoint was down, say), then `hours` later an invocation.
+    fn after_first_observation(table: &Table, hours: i64, closer: &Closer<&Table, OneShard, SlowSink<'_>>) -> CloseReport {
+        let clock = || WallTime(table.clock.load(Ordering::SeqCst));
+        let report = block_on(closer.run_once(&clock, WallTime(clock().0 + 500)));
+        assert_eq!(report.windows_closed, 0);
+        assert_eq!(table.state.lock().unwrap().observation.since.get(&PaneStart(WINDOW.0)), Some(&WallTime(T0)));
+        table.clock.fetch_add(hours * 3_600_000, Ordering::SeqCst);
+        block_on(invoke_for(closer, table, 20_000))
+    }
+
+    #[test]
+    fn a_window_waiting_past_the_retention_is_refused_not_closed() {
+        // Retention 48 h, less the checkpoint lag: 47 h after its first write the window still closes.
+        let table = table();
+        let report = after_first_observation(&table, 47, &closer(&table, 10));
+        assert_eq!((report.windows_closed, report.refused_expired.len()), (1, 0));
+
+        let table = self::table();
+        let closer = closer(&table, 10);
+        let report = after_first_observation(&table, 49, &closer);
+        assert_eq!(report.refused_expired, vec![WINDOW]);
+        assert_eq!((report.windows_closed, report.windows_left_open), (0, 1));
+        assert_eq!(table.state.lock().unwrap().closed_through, None, "nothing moves past it");
+        assert!(closer.sink.indexed.lock().unwrap().is_empty(), "no document from partials that may be gone");
+        // The operator's way out, once the window is re-indexed from the source.
+        let forced = Closer { settings: CloserSettings { close_expired: true, ..closer.settings.clone() }, ..self::closer(&table, 10) };
+        let report = block_on(invoke_for(&forced, &table, 20_000));
+        assert_eq!((report.windows_closed, report.refused_expired.len()), (1, 0));
     }
 }

@@ -145,6 +145,12 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         })
     }
 
+    /// `RETENTION_HOURS`, in seconds: the aggregate function sets TTL with it,
+    /// and the closer refuses windows whose partials it may have removed.
+    pub fn retention_s(&self) -> Result<i64, ConfigError> {
+        Ok(self.number("RETENTION_HOURS", 48i64, 1, 24 * 365)? * 3600)
+    }
+
     /// The analytics settings of the aggregate function (see the README's
     /// configuration table for each variable).
     pub fn ingest_settings(&self) -> Result<IngestSettings, ConfigError> {
@@ -158,7 +164,7 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
             watermark_mode,
             allowed_lateness_s: self.number("ALLOWED_LATENESS_SECONDS", 300i64, 0, 7 * 86_400)?,
             future_tolerance_s: self.number("FUTURE_TOLERANCE_SECONDS", DEFAULT_FUTURE_TOLERANCE_S, 0, 7 * 86_400)?,
-            retention_s: self.number("RETENTION_HOURS", 48i64, 1, 24 * 365)? * 3600,
+            retention_s: self.retention_s()?,
             ..IngestSettings::default()
         })
     }

@@ -33,6 +33,7 @@ pub mod counts;
 pub mod delivery;
 pub mod documents;
 pub mod event;
+pub mod expiry;
 pub mod geo;
 pub mod ingest;
 pub mod metrics;

@@ -110,6 +110,8 @@ pub fn close_report_emf(report: &crate::closer::CloseReport, namespace: &str, fu
         count("WindowsClosed", report.windows_closed),
         count("WindowsReemitted", report.windows_reemitted),
         count("WindowsLeftOpen", report.windows_left_open),
+        count("WindowsResumed", report.windows_resumed),
+        count("WindowsRefusedExpired", report.refused_expired.len() as u64),
         count("DocumentsIndexed", report.documents_indexed),
         count("DocumentsRetried", report.documents_retried),
         count("DeadLetters", report.dead_letters),

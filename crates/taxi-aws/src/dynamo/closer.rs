@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 use taxi_core::aggregate::{MetricKey, PartialValue};
-use taxi_core::closer::{CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
+use taxi_core::expiry::PaneObservation;
+use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
@@ -34,6 +36,66 @@ fn text_attribute<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         Some(AttributeValue::S(s)) => Some(s),
         _ => None,
     }
+}
+
+fn bad_closer_item(attribute: &str) -> StoreError {
+    StoreError::Rejected(format!("the closer state has a malformed `{attribute}`"))
+}
+
+/// `close_cursor`: a map of `window`, `index`, `id` and `markers` (shard -> padded seq).
+fn cursor_attribute(item: &Item) -> Result<Option<CloseCursor>, StoreError> {
+    let Some(AttributeValue::M(map)) = item.get("close_cursor") else { return Ok(None) };
+    let bad = || bad_closer_item("close_cursor");
+    let markers = match map.get("markers") {
+        Some(AttributeValue::M(markers)) => markers
+            .iter()
+            .map(|(shard, seq)| match seq {
+                AttributeValue::S(seq) => SeqNum::parse(seq).map(|seq| (ShardId(shard.clone()), seq)).map_err(|_| bad()),
+                _ => Err(bad()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad()),
+    };
+    Ok(Some(CloseCursor {
+        window: WindowStart(number_attribute(map, "window")?.ok_or_else(bad)?),
+        markers,
+        indexed_through: (text_attribute(map, "index").ok_or_else(bad)?.to_owned(), text_attribute(map, "id").ok_or_else(bad)?.to_owned()),
+    }))
+}
+
+fn cursor_value(cursor: &CloseCursor) -> AttributeValue {
+    let markers = cursor.markers.iter().map(|(shard, seq)| (shard.to_string(), AttributeValue::S(seq.to_padded()))).collect();
+    AttributeValue::M(
+        [
+            ("window".to_owned(), number(cursor.window.0)),
+            ("index".to_owned(), AttributeValue::S(cursor.indexed_through.0.clone())),
+            ("id".to_owned(), AttributeValue::S(cursor.indexed_through.1.clone())),
+            ("markers".to_owned(), AttributeValue::M(markers)),
+        ]
+        .into(),
+    )
+}
+
+/// `pane_since` (pane start -> wall ms), `observed_at` and `panes_pruned_through`.
+fn observation_attributes(item: &Item) -> Result<PaneObservation, StoreError> {
+    let since = match item.get("pane_since") {
+        None => BTreeMap::new(),
+        Some(AttributeValue::M(map)) => map
+            .iter()
+            .map(|(pane, at)| match (pane.parse(), at) {
+                (Ok(pane), AttributeValue::N(at)) => {
+                    at.parse().map(|at| (PaneStart(pane), WallTime(at))).map_err(|_| bad_closer_item("pane_since"))
+                }
+                _ => Err(bad_closer_item("pane_since")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad_closer_item("pane_since")),
+    };
+    Ok(PaneObservation {
+        observed_at: number_attribute(item, "observed_at")?.map(WallTime),
+        since,
+        pruned_through: number_attribute(item, "panes_pruned_through")?.map(PaneStart),
+    })
 }
 
 impl DynamoStore {
@@ -139,6 +201,8 @@ impl CloserStore for DynamoStore {
                 Some(AttributeValue::Ss(ids)) => ids.iter().map(|id| ShardId(id.clone())).collect(),
                 _ => Default::default(),
             },
+            close_cursor: cursor_attribute(&item)?,
+            observation: observation_attributes(&item)?,
         })
     }
 
@@ -227,6 +291,21 @@ impl CloserStore for DynamoStore {
         }
     }
 
+    async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
+        let since = observation.since.iter().map(|(pane, at)| (pane.0.to_string(), number(at.0))).collect();
+        let mut update = "SET pane_since = :since".to_owned();
+        let mut request = self.closer_update().expression_attribute_values(":since", AttributeValue::M(since));
+        if let Some(at) = observation.observed_at {
+            update.push_str(", observed_at = :observed");
+            request = request.expression_attribute_values(":observed", number(at.0));
+        }
+        if let Some(pane) = observation.pruned_through {
+            update.push_str(", panes_pruned_through = :pruned");
+            request = request.expression_attribute_values(":pruned", number(pane.0));
+        }
+        request.update_expression(update).send().await.map(|_| ()).map_err(|e| store_error("UpdateItem (pane observation)", e))
+    }
+
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
         let result = self
             .closer_update()
@@ -242,6 +321,17 @@ impl CloserStore for DynamoStore {
             Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
             other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closed_through)", e)),
         }
+    }
+
+    async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+        let request = match cursor {
+            Some(cursor) => self
+                .closer_update()
+                .update_expression("SET close_cursor = :cursor")
+                .expression_attribute_values(":cursor", cursor_value(cursor)),
+            None => self.closer_update().update_expression("REMOVE close_cursor"),
+        };
+        request.send().await.map(|_| ()).map_err(|e| store_error("UpdateItem (close_cursor)", e))
     }
 
     async fn save_excluded(&self, excluded: &BTreeMap<ShardId, EventTime>) -> Result<(), StoreError> {

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{
-    CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
+    CloseCursor, CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
 };
 use taxi_core::documents::Document;
+use taxi_core::expiry::PaneObservation;
 use taxi_core::pack::{LogItem, PaneLogReader, Partials};
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
 use taxi_core::store::{log_items, Commit, CommitOutcome, PartialStore, StoreError};
@@ -225,6 +226,24 @@ impl CloserStore for SimStore {
         .await
     }
 
+    async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
+        let observation = observation.clone();
+        self.dynamo("UpdateItem pane observation", move |env| {
+            env.tables.closer.state.observation = observation;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> Result<(), StoreError> {
+        let cursor = cursor.cloned();
+        self.dynamo("UpdateItem close_cursor", move |env| {
+            env.tables.closer.state.close_cursor = cursor;
+            Ok(())
+        })
+        .await
+    }
+
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {
         self.dynamo("UpdateItem closed_through", move |env| {
             let state = &mut env.tables.closer.state;
@@ -297,6 +316,8 @@ pub struct SearchFaults {
     pub outage: Option<(WallTime, WallTime)>,
     /// Chance in 1/1000 that a `_bulk` is held up for 30 to 120 s before it lands.
     pub slow_bulk_per_mille: u64,
+    /// Time the endpoint takes per document of a `_bulk` (0: none).
+    pub document_ms: i64,
 }
 
 /// The search endpoint behind the sink's trait: one `_bulk` per attempt,
@@ -334,6 +355,7 @@ impl DocumentSink for SimSink {
             } else {
                 0
             };
+            let delay_ms = delay_ms + faults.document_ms * batch.len() as i64;
             let answers = self.shared.call(self.actor, Service::Search, "_bulk", delay_ms, move |env| {
                 if faults.outage.is_some_and(|(from, to)| env.now >= from && env.now < to) {
                     return Err(StoreError::Unavailable("503 from the search endpoint".into()));
