@@ -108,9 +108,23 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
 pub struct Consumed {
     read: AtomicU64,
     write: AtomicU64,
+    billed_write: AtomicU64,
+    /// The closer item's size when last read: what a commit's condition check on it bills.
+    closer_item_bytes: AtomicU64,
 }
 
 impl Consumed {
+    /// Write units as DynamoDB bills them, computed from the items' sizes: DynamoDB
+    /// Local reports a flat figure per transaction, so the documented rule is applied here.
+    fn add_billed_write(&self, units: f64) {
+        self.billed_write.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Write units by DynamoDB's rules for what was written so far (see [`transaction_write_units`]).
+    pub fn billed_write_units(&self) -> f64 {
+        self.billed_write.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
     fn add_read(&self, units: f64) {
         self.read.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
     }
@@ -166,6 +180,34 @@ impl DynamoStore {
         self.consumed.add_read(capacity(out.consumed_capacity()));
         Ok(out.item)
     }
+}
+
+/// An item's size as DynamoDB counts it: each attribute's name plus its value
+/// (strings and binaries their bytes, numbers about one byte per two digits
+/// plus one, lists and maps 3 bytes plus one per element plus the elements)
+/// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html).
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// A transactional write of items of these sizes, as billed: two write units per
+/// started kilobyte of each item, condition checks included
+/// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-capacity-handling).
+pub fn transaction_write_units(item_sizes: impl IntoIterator<Item = usize>) -> f64 {
+    item_sizes.into_iter().map(|bytes| 2 * bytes.max(1).div_ceil(1024)).sum::<usize>() as f64
 }
 
 fn number(n: impl ToString) -> AttributeValue {
@@ -379,6 +421,20 @@ mod tests {
         item.insert("open_panes".into(), AttributeValue::Ns(vec!["600".into()]));
         let refused = decode_shard_state(&item).unwrap_err();
         assert!(matches!(&refused, StoreError::Rejected(m) if m.contains("another layout") && m.contains("new table")), "{refused}");
+    }
+
+    #[test]
+    fn item_sizes_and_transaction_units_follow_dynamodbs_rules() {
+        let item: Item = [
+            ("pk".to_owned(), AttributeValue::S("P#1".into())),
+            ("parts".to_owned(), number(12345)),
+            ("data".to_owned(), AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0; 1000]))),
+            ("panes".to_owned(), AttributeValue::L(vec![number(7), number(70)])),
+        ]
+        .into();
+        // 2+3, 5+(3+1), 4+1000, 5+3+(1+2)+(1+2)
+        assert_eq!(item_size(&item), 5 + 9 + 1004 + 14);
+        assert_eq!(transaction_write_units([item_size(&item), 1024, 1, 1025]), 4.0 + 2.0 + 2.0 + 4.0);
     }
 
     #[test]

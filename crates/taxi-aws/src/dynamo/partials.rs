@@ -15,7 +15,7 @@ use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
 
 use super::{
-    bad_item, capacity, decode_shard_state, encode_shard_state, marker_sk, number, number_attribute, pane_log_pk, pane_log_sk,
+    bad_item, capacity, decode_shard_state, item_size, transaction_write_units, encode_shard_state, marker_sk, number, number_attribute, pane_log_pk, pane_log_sk,
     shard_state_pk, store_error, DynamoStore, Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK, TTL_ATTRIBUTE,
 };
 
@@ -147,6 +147,7 @@ impl PartialStore for DynamoStore {
         let Some(item) = self.get(CLOSER_PK.into(), STATE_SK.into()).await? else {
             return Ok(CloserProgress::default());
         };
+        self.consumed.closer_item_bytes.store(item_size(&item) as u64, std::sync::atomic::Ordering::Relaxed);
         let time = |name: &str| number_attribute(&item, name).map(|t| t.map(taxi_core::time::EventTime));
         Ok(CloserProgress {
             closed_through: time("closed_through")?,
@@ -161,10 +162,15 @@ impl PartialStore for DynamoStore {
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+        let actions = self.transact_items(commit)?;
+        let closer_bytes = self.consumed.closer_item_bytes.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let puts = actions.iter().filter_map(|a| a.put()).map(|put| item_size(put.item()));
+        // Billed whether it lands or is cancelled.
+        self.consumed.add_billed_write(transaction_write_units(puts.chain([closer_bytes])));
         let result = self
             .client
             .transact_write_items()
-            .set_transact_items(Some(self.transact_items(commit)?))
+            .set_transact_items(Some(actions))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
