@@ -286,6 +286,12 @@ impl ShardSource for SimShards {
     async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
         Ok(self.shared.stream_shards.lock().unwrap().clone())
     }
+
+    /// `GetRecords` after `applied` at this moment: caught up if no record lies beyond it.
+    async fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> Result<bool, SourceError> {
+        let tips = self.shared.stream_tips.lock().unwrap();
+        Ok(tips.get(shard).is_none_or(|tip| applied.is_some_and(|a| tip <= a)))
+    }
 }
 
 /// Search faults of a run.
