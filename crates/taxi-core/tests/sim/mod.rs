@@ -1157,7 +1157,7 @@ impl Sim {
             .max(self.quiet_promise());
         if promised.is_none_or(|p| through > closable_through(&spec, p)) {
             found.push(format!(
-                "closed through {} beyond every shard's promise ({:?}): bogus event times moved the watermark",
+                "closed through {} beyond every shard's promise and the quiet rule's ({:?}): bogus event times, or a quiet advance over a stuck shard, moved the watermark",
                 through.to_rfc3339(),
                 promised.map(EventTime::to_rfc3339)
             ));
