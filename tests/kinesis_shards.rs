@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use taxi_aws::kinesis::{list_shards, wait_until_active, KinesisError};
+use aws_sdk_kinesis::primitives::Blob;
+use taxi_aws::kinesis::{caught_up, list_shards, wait_until_active, KinesisError};
+use taxi_core::seq::SeqNum;
 use taxi_integration_tests::standins::{kinesis_client, unique_name};
 
 async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
@@ -50,4 +52,34 @@ async fn waiting_for_a_missing_stream_ends_with_the_reason() {
     let message = error.to_string();
     assert!(matches!(error, KinesisError::Unavailable { .. }), "{message}");
     assert!(message.contains("not active after 300ms") && message.contains("does not exist"), "{message}");
+}
+
+/// The quiet rule's question to Kinesis: is there a record after the last one
+/// applied? Asked of kinesalite: an empty shard, one with records after the
+/// given one, one read to its end, and a split parent read to its end.
+#[tokio::test]
+async fn a_shard_is_caught_up_only_with_no_record_after_the_last_applied() {
+    let client = kinesis_client();
+    let stream = unique_name("caught-up");
+    client.create_stream().stream_name(&stream).shard_count(1).send().await.expect("create stream");
+    wait_active(&client, &stream).await;
+    let shard = list_shards(&client, &stream).await.unwrap().remove(0).id;
+    assert!(caught_up(&client, &stream, &shard, None).await.unwrap(), "an empty shard");
+
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        let put = client.put_record().stream_name(&stream).partition_key("k").data(Blob::new(format!("{i}"))).send().await.unwrap();
+        seqs.push(SeqNum::parse(put.sequence_number()).unwrap());
+    }
+    assert!(!caught_up(&client, &stream, &shard, None).await.unwrap(), "records, none applied");
+    assert!(!caught_up(&client, &stream, &shard, Some(&seqs[1])).await.unwrap(), "one record after the last applied");
+    assert!(caught_up(&client, &stream, &shard, Some(&seqs[2])).await.unwrap(), "every record applied");
+
+    // A split closes the shard: read to its end, it is caught up; with a record unapplied, not.
+    let middle = (u128::MAX / 2).to_string();
+    client.split_shard().stream_name(&stream).shard_to_split(shard.as_str()).new_starting_hash_key(&middle).send().await.expect("split");
+    wait_active(&client, &stream).await;
+    assert!(caught_up(&client, &stream, &shard, Some(&seqs[2])).await.unwrap(), "a closed shard read to its end");
+    assert!(!caught_up(&client, &stream, &shard, Some(&seqs[0])).await.unwrap(), "a closed shard with records unapplied");
+    assert!(caught_up(&client, "no-such-stream", &shard, None).await.is_err(), "an error, which the closer takes as not caught up");
 }

@@ -86,6 +86,38 @@ async fn the_full_sample_end_to_end_equals_the_oracle_and_ends_with_both_picture
     std::fs::remove_dir_all(out).ok();
 }
 
+/// Bounded watermark mode, trips by dropoff (issue 17): the producer's final
+/// watermark is honoured, so the run ends on its own with every window closed,
+/// the last one included, instead of waiting for `--timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn bounded_mode_by_dropoff_ends_with_every_window_closed() {
+    let summary = run_and_check(
+        &sample_path(),
+        &unique_name("local-bounded"),
+        &["--set", "WATERMARK_MODE=bounded", "--set", "MAX_OUT_OF_ORDERNESS_SECONDS=60"],
+    )
+    .await;
+    assert_eq!(summary.aggregated.dropped_late, 0);
+    let last = summary.replay.writer.final_watermark.expect("a final watermark");
+    assert!(summary.closed.watermark().is_some_and(|w| w >= last), "closed by the final watermark: {:?}", summary.closed.watermark);
+}
+
+/// Bounded mode, trips in the file's (pickup) order, with no watermark event
+/// but the final one: a bound above the sample's disorder (dropoffs up to
+/// 94 minutes behind the latest one sent) loses no trip, and the final
+/// watermark closes the last windows.
+#[tokio::test(flavor = "multi_thread")]
+async fn bounded_mode_by_pickup_ends_with_every_window_closed() {
+    let summary = run_and_check(
+        &sample_path(),
+        &unique_name("local-bounded-pickup"),
+        &["--order", "input", "--set", "WATERMARK_MODE=bounded", "--set", "MAX_OUT_OF_ORDERNESS_SECONDS=6000"],
+    )
+    .await;
+    assert_eq!((summary.aggregated.dropped_late, summary.aggregated.late), (0, 0));
+    assert_eq!(summary.replay.writer.watermark_events, summary.shards as u64, "only the final watermark, one per shard");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_errors_duplicate_deliveries_and_a_split_change_no_document() {
     let rows = oracle::expected(&sample_path(), 600, 6).rows;

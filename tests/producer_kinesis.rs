@@ -18,7 +18,7 @@ use taxi_integration_tests::kinesis::trip_events;
 use taxi_integration_tests::kinesis_read::read_all_shards;
 use taxi_integration_tests::sample_path;
 use taxi_integration_tests::standins::{kinesis_client, unique_name};
-use taxi_pipeline::args::InputFormat;
+use taxi_pipeline::args::{InputFormat, SendOrder};
 use taxi_pipeline::progress::Progress;
 use taxi_pipeline::replay::{replay, FeedOptions, Summary};
 
@@ -37,6 +37,7 @@ fn sample_replay() -> FeedOptions {
         time_mode: TimeMode::Original,
         repeat: 1,
         horizon_s: 4 * 3600,
+        order: SendOrder::Dropoff,
     }
 }
 

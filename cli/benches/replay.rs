@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use taxi_aws::kinesis_writer::{KinesisStream, WriterConfig};
 use taxi_core::replay::schedule::TimeMode;
-use taxi_pipeline::args::InputFormat;
+use taxi_pipeline::args::{InputFormat, SendOrder};
 use taxi_pipeline::progress::Progress;
 use taxi_pipeline::replay::{feed, replay, FeedOptions, FeedStats};
 use taxi_standins::StandIn;
@@ -29,6 +29,7 @@ fn options(repeat: u32) -> FeedOptions {
         time_mode: TimeMode::Original,
         repeat,
         horizon_s: 4 * 3600,
+        order: SendOrder::Dropoff,
     }
 }
 

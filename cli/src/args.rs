@@ -56,6 +56,9 @@ pub struct ReplayArgs {
     /// How far (event time) a trip may come after a later dropoff and still be sent in order.
     #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
     pub horizon: Duration,
+    /// Send by dropoff (with watermark events) or in the input's order (only a final watermark).
+    #[arg(long, value_enum, default_value_t = SendOrder::Dropoff)]
+    pub order: SendOrder,
     /// Wall time between watermark events.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub watermark_interval: Duration,
@@ -81,6 +84,16 @@ pub enum InputFormat {
     Auto,
     Csv,
     Jsonl,
+}
+
+/// The order trips are sent in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SendOrder {
+    /// By dropoff, through the reorder buffer (`--horizon`), with a watermark event to every shard each interval.
+    Dropoff,
+    /// As the input has them (a TLC file: by pickup), with no watermark event but the final one
+    /// (the producer cannot promise one mid-stream): for the bounded watermark mode.
+    Input,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

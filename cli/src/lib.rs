@@ -23,7 +23,7 @@ use std::sync::Arc;
 use taxi_aws::kinesis_writer::{KinesisStream, WriterConfig};
 use taxi_core::replay::schedule::{FinalWatermark, TimeMode};
 
-use crate::args::{Cli, Command, ReplayArgs};
+use crate::args::{Cli, Command, ReplayArgs, SendOrder};
 use crate::progress::Progress;
 use crate::replay::{replay, FeedOptions};
 
@@ -86,10 +86,12 @@ pub fn replay_settings(args: &ReplayArgs) -> (FeedOptions, WriterConfig) {
         time_mode,
         repeat: args.repeat,
         horizon_s: args.horizon.as_secs() as i64,
+        order: args.order,
     };
     let config = WriterConfig {
         max_in_flight: usize::from(args.max_in_flight),
         watermark_interval: args.watermark_interval,
+        periodic_watermarks: args.order == SendOrder::Dropoff,
         shard_refresh: args.shard_refresh,
         max_attempts: args.max_attempts,
         final_watermark: final_watermark(time_mode, args.final_watermark_advance),

@@ -15,7 +15,7 @@ use taxi_core::replay::schedule::{Schedule, Stamps, Tiling, TimeMode};
 use taxi_core::replay::trip::{ReplayTrip, SkipCounts, SkipReason};
 use taxi_core::time::{EventTime, WallTime};
 
-use crate::args::InputFormat;
+use crate::args::{InputFormat, SendOrder};
 use crate::input::{read_trips, InputError};
 use crate::progress::Progress;
 
@@ -34,6 +34,7 @@ pub struct FeedOptions {
     pub time_mode: TimeMode,
     pub repeat: u32,
     pub horizon_s: i64,
+    pub order: SendOrder,
 }
 
 /// Live counters of the reading side.
@@ -109,6 +110,8 @@ pub fn feed(
                     let latest_plausible = WallTime::now().as_event_time().plus_seconds(DEFAULT_FUTURE_TOLERANCE_S);
                     if options.time_mode == TimeMode::Original && trip.dropoff > latest_plausible {
                         stats.skip(SkipReason::FutureTimestamp);
+                    } else if options.order == SendOrder::Input {
+                        flow = pacer.release(trip, &mut deliver);
                     } else if !buffer.push(trip.dropoff, trip) {
                         stats.skip(SkipReason::BehindHorizon);
                     }

@@ -129,7 +129,7 @@ impl Deployment {
             settings: CloserSettings {
                 window: WindowSpec::tumbling(600).unwrap(),
                 documents: self.documents.clone(),
-                idleness: Idleness::After { timeout_ms: idle_timeout_ms },
+                idleness: Idleness::After { timeout_ms: idle_timeout_ms, advance_when_quiet: false },
                 safety_margin_ms: 1_000,
                 owner: unique_name("closer"),
                 chunk_documents: 5000,

@@ -73,6 +73,10 @@ pub struct LocalArgs {
     /// Keep the historic times, or stamp each trip at the wall time it is sent (as `replay --time-mode`).
     #[arg(long, value_enum, default_value_t = crate::args::TimeModeArg::Original)]
     pub time_mode: crate::args::TimeModeArg,
+    /// Send by dropoff (with watermark events) or in the input's order (a TLC file's: by pickup;
+    /// only a final watermark, for `--set WATERMARK_MODE=bounded`).
+    #[arg(long, value_enum, default_value_t = crate::args::SendOrder::Dropoff)]
+    pub order: crate::args::SendOrder,
     /// Shards of the stream created for the run.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: u16,
@@ -460,9 +464,11 @@ fn replay_settings(args: &LocalArgs) -> (FeedOptions, WriterConfig) {
         time_mode: TimeMode::from(args.time_mode),
         repeat: 1,
         horizon_s: 4 * 3600,
+        order: args.order,
     };
     let config = WriterConfig {
         watermark_interval: args.watermark_interval,
+        periodic_watermarks: args.order == crate::args::SendOrder::Dropoff,
         shard_refresh: Duration::from_secs(1),
         final_watermark: crate::final_watermark(TimeMode::from(args.time_mode), Duration::from_secs(86_400)),
         ..WriterConfig::default()

@@ -98,7 +98,7 @@ pub fn closer_from_config(
         settings: CloserSettings {
             window: config.window,
             documents: config.documents.clone(),
-            idleness: Idleness::for_mode(config.watermark_mode, config.idle_timeout_s * 1000),
+            idleness: Idleness::for_mode(config.watermark_mode, config.idle_timeout_s * 1000, config.advance_when_quiet),
             safety_margin_ms: SAFETY_MARGIN_MS,
             owner,
             chunk_documents: config.chunk_documents,

@@ -265,6 +265,9 @@ pub struct CloseWindowsConfig {
     pub idle_timeout_s: i64,
     /// `WATERMARK_MODE`, as the aggregate function's: in producer mode a silent shard is stuck, never idle.
     pub watermark_mode: taxi_core::watermark::WatermarkMode,
+    /// `ADVANCE_WHEN_QUIET` (default true; bounded mode only): once every shard is idle and
+    /// caught up, the watermark advances with the wall clock (see [`taxi_core::closing::quiet_advance`]).
+    pub advance_when_quiet: bool,
     pub search: SearchEndpointConfig,
     /// `RECHECK_INTERVAL_SECONDS` (default 5): pause between passes in one invocation.
     pub recheck_interval_s: u64,
@@ -304,6 +307,7 @@ impl CloseWindowsConfig {
             },
             idle_timeout_s: env.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?,
             watermark_mode: env.watermark_mode()?,
+            advance_when_quiet: env.flag("ADVANCE_WHEN_QUIET", true)?,
             search,
             recheck_interval_s: env.number("RECHECK_INTERVAL_SECONDS", 5u64, 1, 600)?,
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
@@ -343,6 +347,7 @@ mod close_windows_tests {
         assert!(config.search.gzip && !config.search.tls_skip_verify);
         assert_eq!((config.recheck_interval_s, config.keep_running_s, config.idle_timeout_s), (5, 50, 300));
         assert_eq!((config.chunk_documents, config.retention_s, config.close_expired), (5000, 48 * 3600, false));
+        assert!(config.advance_when_quiet);
         let err = CloseWindowsConfig::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),
@@ -351,6 +356,22 @@ mod close_windows_tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("CLOSE_CHUNK_DOCUMENTS=\"0\" is invalid: expected a whole number from 1 to 1000000"), "{err}");
+        let err = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
+            ("ADVANCE_WHEN_QUIET", "sometimes"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.to_string(), "configuration error: ADVANCE_WHEN_QUIET=\"sometimes\" is invalid: expected one of true, false");
+        let off = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
+            ("ADVANCE_WHEN_QUIET", "False"),
+        ]))
+        .unwrap();
+        assert!(!off.advance_when_quiet);
         let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
         assert_eq!(err.variable, "ES_ENDPOINT");
     }

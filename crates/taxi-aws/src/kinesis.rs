@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use taxi_core::closer::{ShardSource, SourceError};
+use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, StreamShard};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,26 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<StreamShar
     }
 }
 
+/// Whether the shard holds no record after `applied` (none from its trim
+/// horizon if `None`): one `GetRecords` of at most one record from there.
+/// Kinesis may answer no record while some lie further on (an iterator in a
+/// stretch without data) and then says so with `MillisBehindLatest` above
+/// zero; zero means "caught up, no new records to process at this moment"
+/// (<https://docs.aws.amazon.com/kinesis/latest/APIReference/API_GetRecords.html>).
+/// A closed shard read to its end has no next iterator.
+pub async fn caught_up(client: &Client, stream: &str, shard: &ShardId, applied: Option<&SeqNum>) -> Result<bool, KinesisError> {
+    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard.as_str());
+    let request = match applied {
+        Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
+        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let iterator = request.send().await.map_err(|e| KinesisError::from_sdk("GetShardIterator", stream, e))?;
+    let Some(iterator) = iterator.shard_iterator() else { return Ok(true) };
+    let page =
+        client.get_records().shard_iterator(iterator).limit(1).send().await.map_err(|e| KinesisError::from_sdk("GetRecords", stream, e))?;
+    Ok(page.records().is_empty() && (page.millis_behind_latest() == Some(0) || page.next_shard_iterator().is_none()))
+}
+
 /// Waits until the stream is ACTIVE (after CreateStream or a reshard),
 /// asking DescribeStreamSummary every 100 ms; returns the stream's ARN. A
 /// failed call counts as "not yet"; after `timeout` the last answer is the error.
@@ -101,5 +122,9 @@ pub struct KinesisShards {
 impl ShardSource for KinesisShards {
     async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
         list_shards(&self.client, &self.stream).await.map_err(|e| SourceError(e.to_string()))
+    }
+
+    async fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> Result<bool, SourceError> {
+        caught_up(&self.client, &self.stream, shard, applied).await.map_err(|e| SourceError(e.to_string()))
     }
 }

@@ -131,6 +131,9 @@ pub struct WriterConfig {
     /// PutRecords requests of trips in flight at once.
     pub max_in_flight: usize,
     pub watermark_interval: Duration,
+    /// A watermark event to every shard each interval; off, only the final one
+    /// (trips not sent in dropoff order, so no promise holds mid-stream).
+    pub periodic_watermarks: bool,
     pub shard_refresh: Duration,
     /// Attempts per entry before the replay fails.
     pub max_attempts: u32,
@@ -144,6 +147,7 @@ impl Default for WriterConfig {
         WriterConfig {
             max_in_flight: 8,
             watermark_interval: Duration::from_secs(1),
+            periodic_watermarks: true,
             shard_refresh: Duration::from_secs(5),
             max_attempts: 10,
             backoff_base: Duration::from_millis(100),
@@ -437,7 +441,7 @@ impl<S: RecordStream> KinesisWriter<S> {
         if self.shards_listed.elapsed() >= self.config.shard_refresh {
             self.refresh_shards().await?;
         }
-        let Some(watermark) = self.tracker.watermark() else { return Ok(()) };
+        let Some(watermark) = self.tracker.watermark().filter(|_| self.config.periodic_watermarks) else { return Ok(()) };
         if self.watermark_in_flight {
             return Ok(());
         }

@@ -25,7 +25,9 @@ use std::future::Future;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aggregate::{MetricKey, PartialValue};
-use crate::closing::{closable_through, exclusions, global_watermark, merge, windows_to_close, GlobalWatermark, Idleness};
+use crate::closing::{
+    closable_through, exclusions, global_watermark, merge, quiet_advance, windows_to_close, GlobalWatermark, Idleness, QuietAdvance,
+};
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::expiry::PaneObservation;
 use crate::seq::SeqNum;
@@ -131,6 +133,9 @@ pub trait CloserStore: Send + Sync {
 /// The stream's shard set.
 pub trait ShardSource: Send + Sync {
     fn list_shards(&self) -> impl Future<Output = Result<Vec<StreamShard>, SourceError>> + Send;
+    /// Whether the shard holds no record after `applied` (no record at all if
+    /// `None`): nothing unread or unapplied, so a silent shard is idle, not stuck.
+    fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,7 +267,17 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         }
         let shard_ids: Vec<ShardId> = listed.union(&closer.known_shards).cloned().collect();
         let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
-        let global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
+        let mut global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
+        // A quiet stream (bounded mode): worth asking Kinesis only when it would close more.
+        let gain = |q: &QuietAdvance| {
+            let through = closable_through(&s.window, q.watermark);
+            closer.closed_through.is_none_or(|c| through > c) && global.watermark.is_none_or(|w| through > closable_through(&s.window, w))
+        };
+        if let Some(quiet) = quiet_advance(&global, &states, now, s.idleness).filter(gain) {
+            if self.all_caught_up(&quiet).await {
+                global = global.with_quiet_advance(&quiet);
+            }
+        }
         if global.first_seen != closer.first_seen {
             self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;
         }
@@ -404,6 +419,21 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
              Re-index its time range from the source with `taxi-pipeline batch`, then set CLOSE_EXPIRED_WINDOWS=true for one run to move on \
              (versioned documents keep the complete ones); raise RETENTION_HOURS above the longest stall to avoid it"
         );
+        true
+    }
+
+    /// Every shard of `quiet` caught up; an error counts as not (it holds back, as a stuck shard would).
+    async fn all_caught_up(&self, quiet: &QuietAdvance) -> bool {
+        for (shard, applied) in &quiet.shards {
+            match self.shards.caught_up(shard, applied.as_ref()).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    tracing::warn!("{e}: the quiet stream's watermark waits");
+                    return false;
+                }
+            }
+        }
         true
     }
 
@@ -610,6 +640,9 @@ mod tests {
                 starting_hash_key: "0".into(),
                 closed: false,
             }])
+        }
+        async fn caught_up(&self, _: &ShardId, _: Option<&SeqNum>) -> Result<bool, SourceError> {
+            Ok(false)
         }
     }
 

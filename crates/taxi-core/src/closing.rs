@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{MetricKey, PartialValue};
+use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
 use crate::time::{EventTime, WallTime};
 use crate::watermark::WatermarkMode;
@@ -24,6 +25,11 @@ pub enum ShardVerdict {
     Idle,
     /// A shard without state that stayed silent past the idle timeout.
     NeverReported,
+    /// Bounded mode, the whole stream quiet: idle (or never reported), and
+    /// Kinesis holds no record after the last one it applied, so it is caught
+    /// up, not stuck (see [`quiet_advance`]). Not excluded: whatever it brings
+    /// later arrived after the windows closed, and is late data.
+    Quiet,
     /// Closed by a reshard, and its children have started: Kinesis hands a
     /// parent to the function to its end before any child, so it is drained.
     Retired,
@@ -36,6 +42,7 @@ impl ShardVerdict {
             ShardVerdict::Awaiting { .. } => "awaiting",
             ShardVerdict::Idle => "idle",
             ShardVerdict::NeverReported => "never_reported",
+            ShardVerdict::Quiet => "quiet",
             ShardVerdict::Retired => "retired",
         }
     }
@@ -61,23 +68,25 @@ pub enum Idleness {
     /// behind), never idle: it holds every window back until it reports.
     Never,
     /// Bounded mode: a shard silent for this long is idle and left out; what
-    /// it brings when it comes back is late data.
-    After { timeout_ms: i64 },
+    /// it brings when it comes back is late data. With `advance_when_quiet`,
+    /// a stream whose every shard is idle and caught up lets the watermark
+    /// advance with the wall clock ([`quiet_advance`]).
+    After { timeout_ms: i64, advance_when_quiet: bool },
 }
 
 impl Idleness {
     /// The rule that fits the aggregate function's watermark mode.
-    pub fn for_mode(mode: WatermarkMode, idle_timeout_ms: i64) -> Idleness {
+    pub fn for_mode(mode: WatermarkMode, idle_timeout_ms: i64, advance_when_quiet: bool) -> Idleness {
         match mode {
             WatermarkMode::Producer => Idleness::Never,
-            WatermarkMode::Bounded { .. } => Idleness::After { timeout_ms: idle_timeout_ms },
+            WatermarkMode::Bounded { .. } => Idleness::After { timeout_ms: idle_timeout_ms, advance_when_quiet },
         }
     }
 
     fn silent_too_long(self, since: WallTime, now: WallTime) -> bool {
         match self {
             Idleness::Never => false,
-            Idleness::After { timeout_ms } => now.0 - since.0 > timeout_ms,
+            Idleness::After { timeout_ms, .. } => now.0 - since.0 > timeout_ms,
         }
     }
 }
@@ -154,6 +163,57 @@ pub fn global_watermark(
     GlobalWatermark { watermark, verdicts, first_seen: seen, all_idle }
 }
 
+/// What the quiet rule would let the global watermark reach, and the shards
+/// that must be caught up for it (each with the last sequence number it applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuietAdvance {
+    pub watermark: EventTime,
+    pub shards: Vec<(ShardId, Option<SeqNum>)>,
+}
+
+/// Bounded mode, with `advance_when_quiet`: a stream that goes quiet without
+/// a final watermark. Once every shard has been silent past the idle timeout
+/// (all idle or never reported, none live or awaited), the wall clock stands
+/// in for the event time that no trip brings any more: the watermark is the
+/// most advanced shard's (its event time seen less the bound) plus the wall
+/// time since the last report of any shard. In a live stream that is the
+/// bounded rule continued (a trip within the bound of the clock stays on
+/// time); in a replay it closes the last windows a bounded time after traffic
+/// stops. It applies only if every one of `shards` is caught up (no record in
+/// Kinesis after its `applied_seq`), which the closer asks Kinesis; a shard
+/// with unread or unapplied records is stuck, and holds it back.
+pub fn quiet_advance(
+    global: &GlobalWatermark,
+    states: &BTreeMap<ShardId, ShardState>,
+    now: WallTime,
+    idleness: Idleness,
+) -> Option<QuietAdvance> {
+    if !matches!(idleness, Idleness::After { advance_when_quiet: true, .. }) || !global.all_idle {
+        return None;
+    }
+    let reported = || global.verdicts.keys().filter_map(|id| states.get(id));
+    let base = reported().filter_map(|s| s.watermark.watermark).max()?;
+    let last_report = reported().filter_map(|s| s.updated_at).max()?;
+    let shards = global
+        .verdicts
+        .iter()
+        .filter(|(_, v)| matches!(v, ShardVerdict::Idle | ShardVerdict::NeverReported))
+        .map(|(id, _)| (id.clone(), states.get(id).and_then(|s| s.applied_seq.clone())))
+        .collect();
+    Some(QuietAdvance { watermark: base.plus_seconds((now.0 - last_report.0).max(0) / 1000), shards })
+}
+
+impl GlobalWatermark {
+    /// The quiet rule applied: every shard it names was found caught up.
+    pub fn with_quiet_advance(mut self, quiet: &QuietAdvance) -> GlobalWatermark {
+        self.watermark = self.watermark.max(Some(quiet.watermark));
+        for (shard, _) in &quiet.shards {
+            self.verdicts.insert(shard.clone(), ShardVerdict::Quiet);
+        }
+        self
+    }
+}
+
 /// The shards left out of the global watermark for silence (bounded mode),
 /// each with the `closed_through` from which windows closed without it: kept
 /// until the shard reports again with a watermark past `closed_through` (it
@@ -176,7 +236,7 @@ pub fn exclusions(
                 ShardVerdict::Idle | ShardVerdict::NeverReported => Some(kept.unwrap_or(since)),
                 ShardVerdict::Live { watermark } if watermark.is_some_and(|w| w >= since) => None,
                 ShardVerdict::Live { .. } | ShardVerdict::Awaiting { .. } => kept,
-                ShardVerdict::Retired => None,
+                ShardVerdict::Retired | ShardVerdict::Quiet => None,
             };
             entry.map(|t| (shard.clone(), t))
         })
@@ -239,6 +299,7 @@ mod tests {
 
     const TIMEOUT: i64 = 60_000;
     const NOW: WallTime = WallTime(1_000_000);
+    const QUIET: Idleness = Idleness::After { timeout_ms: TIMEOUT, advance_when_quiet: true };
 
     fn shard(id: &str, parent: Option<&str>, closed: bool) -> StreamShard {
         StreamShard {
@@ -261,7 +322,7 @@ mod tests {
     fn decide(shards: &[StreamShard], states: &[(&str, ShardState)], first_seen: &[(&str, i64)]) -> GlobalWatermark {
         let states = states.iter().map(|(id, s)| (ShardId(id.to_string()), s.clone())).collect();
         let first_seen = first_seen.iter().map(|(id, t)| (ShardId(id.to_string()), WallTime(*t))).collect();
-        global_watermark(shards, &states, &first_seen, NOW, Idleness::After { timeout_ms: TIMEOUT })
+        global_watermark(shards, &states, &first_seen, NOW, QUIET)
     }
 
     fn verdict(g: &GlobalWatermark, id: &str) -> ShardVerdict {
@@ -298,7 +359,7 @@ mod tests {
         let states = [("a", state(Some(500), 0)), ("b", state(Some(100), 100 * TIMEOUT))];
         let states: BTreeMap<ShardId, ShardState> = states.iter().map(|(id, s)| (ShardId(id.to_string()), s.clone())).collect();
         let first_seen = [(ShardId("new".into()), WallTime(NOW.0 - 100 * TIMEOUT))].into();
-        let g = global_watermark(&shards, &states, &first_seen, NOW, Idleness::for_mode(WatermarkMode::Producer, TIMEOUT));
+        let g = global_watermark(&shards, &states, &first_seen, NOW, Idleness::for_mode(WatermarkMode::Producer, TIMEOUT, true));
         assert_eq!(verdict(&g, "b"), ShardVerdict::Live { watermark: Some(EventTime(100)) }, "its backlog holds windows back");
         assert!(matches!(verdict(&g, "new"), ShardVerdict::Awaiting { .. }), "a shard that never reported is awaited");
         assert_eq!(g.watermark, None);
@@ -371,6 +432,40 @@ mod tests {
         assert!(g.all_idle);
         assert_eq!(g.watermark, Some(EventTime(800)), "the stale shard does not drag it back");
         assert_eq!(decide(&[], &[], &[]).watermark, None, "no shard, no watermark");
+    }
+
+    #[test]
+    fn a_quiet_stream_advances_with_the_wall_clock_from_the_most_advanced_shard() {
+        let shards = [shard("a", None, false), shard("b", None, false), shard("new", None, false)];
+        let quiet_states = || {
+            let mut a = state(Some(900), TIMEOUT + 10_000);
+            a.applied_seq = Some(SeqNum::parse("12").unwrap());
+            [("a", a), ("b", state(Some(800), TIMEOUT + 90_000))]
+        };
+        let g = decide(&shards, &quiet_states(), &[("new", NOW.0 - TIMEOUT - 1)]);
+        assert!(g.all_idle);
+        let states: BTreeMap<ShardId, ShardState> = quiet_states().into_iter().map(|(id, s)| (ShardId(id.into()), s)).collect();
+        let quiet = quiet_advance(&g, &states, NOW, QUIET).expect("every shard silent past the timeout");
+        // From a's 900, the latest report 70 s ago: 900 + 70.
+        assert_eq!(quiet.watermark, EventTime(970));
+        let to_check: Vec<(&str, Option<String>)> =
+            quiet.shards.iter().map(|(id, seq)| (id.as_str(), seq.as_ref().map(|s| s.to_string()))).collect();
+        assert_eq!(to_check, vec![("a", Some("12".into())), ("b", None), ("new", None)], "every idle or unreported shard");
+        let g = g.with_quiet_advance(&quiet);
+        assert_eq!(g.watermark, Some(EventTime(970)));
+        assert_eq!(verdict(&g, "b"), ShardVerdict::Quiet);
+        assert!(exclusions(&g, &[(ShardId("b".into()), EventTime(0))].into(), Some(EventTime(600))).is_empty(), "caught up: not excluded");
+
+        // Off, not all silent yet, or no shard with a watermark: no advance.
+        let off = Idleness::After { timeout_ms: TIMEOUT, advance_when_quiet: false };
+        assert_eq!(quiet_advance(&decide(&shards, &quiet_states(), &[("new", 0)]), &states, NOW, off), None);
+        let live = decide(&shards, &[("a", state(Some(900), 0)), ("b", state(Some(800), TIMEOUT + 1))], &[("new", 0)]);
+        assert_eq!(quiet_advance(&live, &states, NOW, QUIET), None);
+        let awaiting = decide(&shards, &quiet_states(), &[]);
+        assert_eq!(quiet_advance(&awaiting, &states, NOW, QUIET), None, "a shard first seen now is awaited");
+        let none = decide(&shards, &[("a", state(None, TIMEOUT + 1))], &[("new", 0)]);
+        assert_eq!(quiet_advance(&none, &[(ShardId("a".into()), state(None, TIMEOUT + 1))].into(), NOW, QUIET), None);
+        assert_eq!(quiet_advance(&decide(&shards, &quiet_states(), &[("new", 0)]), &states, NOW, Idleness::Never), None);
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl<S: PartialStore> Aggregator<S> {
                 }
                 Outcome::Watermark(w) => {
                     added.watermark_events += 1;
-                    state.watermark.observe_watermark_event(*w, mode);
+                    state.watermark.observe_watermark_event(*w);
                 }
                 Outcome::Invalid(reason) => added.invalid.add(*reason, 1),
             }

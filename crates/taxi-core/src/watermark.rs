@@ -79,11 +79,12 @@ impl ShardWatermark {
         }
     }
 
-    /// A watermark event only counts in producer mode.
-    pub fn observe_watermark_event(&mut self, w: EventTime, mode: WatermarkMode) {
-        if mode == WatermarkMode::Producer {
-            self.advance_to(w);
-        }
+    /// A watermark event counts in both modes: in bounded mode the shard's
+    /// watermark is the larger of the bounded rule and the producer's promise,
+    /// so a final watermark closes the last windows of a replay. A value far
+    /// past the wall clock never gets here (it is an invalid record).
+    pub fn observe_watermark_event(&mut self, w: EventTime) {
+        self.advance_to(w);
     }
 
     /// Watermarks never go backwards.
@@ -164,8 +165,8 @@ mod tests {
         let mut w = ShardWatermark::default();
         w.observe_trip(EventTime(1000), WatermarkMode::Producer);
         assert_eq!(w.watermark, None);
-        w.observe_watermark_event(EventTime(900), WatermarkMode::Producer);
-        w.observe_watermark_event(EventTime(800), WatermarkMode::Producer);
+        w.observe_watermark_event(EventTime(900));
+        w.observe_watermark_event(EventTime(800));
         assert_eq!(w.watermark, Some(EventTime(900)), "never backwards");
     }
 
@@ -185,8 +186,12 @@ mod tests {
         assert_eq!(w.watermark, Some(EventTime(1040)));
         w.observe_trip(EventTime(1200), BOUNDED);
         assert_eq!(w.watermark, Some(EventTime(1140)), "real times still move it");
-        w.observe_watermark_event(EventTime(5000), BOUNDED);
-        assert_eq!(w.watermark, Some(EventTime(1140)), "watermark events are ignored in bounded mode");
+        w.observe_watermark_event(EventTime(1100));
+        assert_eq!(w.watermark, Some(EventTime(1140)), "an older watermark event moves nothing");
+        w.observe_watermark_event(EventTime(5000));
+        assert_eq!(w.watermark, Some(EventTime(5000)), "a producer's (final) watermark event is honoured in bounded mode");
+        w.observe_trip(EventTime(1300), BOUNDED);
+        assert_eq!(w.watermark, Some(EventTime(5000)), "never backwards");
     }
 
     proptest! {

@@ -3,7 +3,8 @@
 //! - `seeds`: a few hundred seeds in every `make test`;
 //! - `regressions`: one scenario per correctness hole the simulation found,
 //!   each of which failed before its fix;
-//! - `seed`: `SEED=S` replays one seed alone, with its trace;
+//! - `quiet_seeds`: bounded-mode streams that stop without a final watermark;
+//! - `seed`: `SEED=S` replays one seed alone, with its trace (`QUIET=1`: its quiet variant);
 //! - `soak` (ignored; `make soak`): `SEEDS=N` seeds from `FIRST_SEED`, with figures.
 
 mod sim;
@@ -17,13 +18,13 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 /// Runs the seeds, failing with the first failing seed's report.
-fn run_seeds(seeds: impl Iterator<Item = u64>, print_figures: bool) {
+fn run_seeds(seeds: impl Iterator<Item = u64>, scenario_of: fn(u64) -> Scenario, print_figures: bool) {
     let started = Instant::now();
     let mut figures = sim::Stats::default();
     let mut count = 0u64;
     let mut failures = Vec::new();
     for seed in seeds {
-        let scenario = Scenario::random(seed);
+        let scenario = scenario_of(seed);
         let result = run(&scenario);
         count += 1;
         figures.records += result.stats.records;
@@ -74,7 +75,38 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, print_figures: bool) {
 
 #[test]
 fn seeds() {
-    run_seeds(0..env_number("SIM_SEEDS").unwrap_or(200), false);
+    run_seeds(0..env_number("SIM_SEEDS").unwrap_or(200), Scenario::random, false);
+}
+
+/// Every seed's scenario in bounded mode, the producer stopping without a
+/// final watermark: the quiet rule closes the last windows within its bound,
+/// and no trip it makes late is lost without a count.
+#[test]
+fn quiet_seeds() {
+    run_seeds(0..env_number("SIM_QUIET_SEEDS").unwrap_or(60), Scenario::quiet, false);
+}
+
+/// A quiet stream without faults: its last window closes within the documented
+/// bound, max(idle timeout, last window end - most advanced shard's watermark)
+/// after the last report, plus one closer period.
+#[test]
+fn a_stream_that_stops_without_a_final_watermark_closes_its_last_window_within_the_bound() {
+    for seed in [3, 8, 21] {
+        let scenario = Scenario {
+            kill: 0,
+            throttle: 0,
+            function_error: 0,
+            closer_crash: 0,
+            shard_pause: 0,
+            search: sim::services::SearchFaults::default(),
+            ..Scenario::quiet(seed)
+        };
+        let result = run(&scenario);
+        assert!(result.violations.is_empty(), "{}", describe(&scenario, &result));
+        let (closed_after_ms, bound_ms) = result.quiet_close.expect("the last window closed");
+        let tight = bound_ms - 3 * 60_000 + 60_000;
+        assert!(closed_after_ms <= tight, "seed {seed}: closed {closed_after_ms} ms after the last report, bound {tight} ms");
+    }
 }
 
 /// Seeds of this simulator that failed before the fix named, each shown by
@@ -112,8 +144,23 @@ const CLOSER_REGRESSIONS: [(u64, &str); 5] = [
     (2, "windows closed after their partials expired (live stream)"),
 ];
 
+/// Quiet streams (`Scenario::quiet`): the first two failed with no quiet rule
+/// (as before issue 17), the others with the rule but without asking Kinesis
+/// whether every shard is caught up.
+const QUIET_REGRESSIONS: [(u64, &str); 4] = [
+    (0, "a live stream that stops without a final watermark: its last windows never closed"),
+    (1, "a historic replay that stops without a final watermark: its last windows never closed"),
+    (5, "the quiet rule over a stuck shard (reading paused): windows closed over its unapplied on-time trips"),
+    (32, "the quiet rule over a shard with unapplied records: closed beyond what the records promise"),
+];
+
 #[test]
 fn regressions() {
+    for (seed, hole) in QUIET_REGRESSIONS {
+        let scenario = Scenario::quiet(seed);
+        let result = run(&scenario);
+        assert!(result.violations.is_empty(), "quiet seed {seed} (kept for: {hole}) fails:\n{}", describe(&scenario, &result));
+    }
     let original = REGRESSIONS.iter().map(|(seed, hole)| (Scenario::original(*seed), hole));
     let closer = CLOSER_REGRESSIONS.iter().map(|(seed, hole)| (Scenario::random(*seed), hole));
     for (scenario, hole) in original.chain(closer) {
@@ -137,7 +184,7 @@ fn the_closer_regression_seeds_exercise_their_knobs() {
 #[test]
 fn replay_seed() {
     let Some(seed) = env_number("SEED") else { return };
-    let scenario = Scenario::random(seed);
+    let scenario = if env_number("QUIET").is_some_and(|q| q != 0) { Scenario::quiet(seed) } else { Scenario::random(seed) };
     let result = run(&scenario);
     println!("{}", result.trace.join("\n"));
     assert!(result.violations.is_empty(), "{}", describe(&scenario, &result));
@@ -147,5 +194,6 @@ fn replay_seed() {
 #[ignore = "the soak: make soak (SEEDS=N, FIRST_SEED=S)"]
 fn soak() {
     let first = env_number("FIRST_SEED").unwrap_or(1_000_000);
-    run_seeds(first..first + env_number("SEEDS").unwrap_or(5000), true);
+    run_seeds(first..first + env_number("SEEDS").unwrap_or(5000), Scenario::random, true);
+    run_seeds(first..first + env_number("SEEDS").unwrap_or(5000) / 4, Scenario::quiet, true);
 }

@@ -15,8 +15,8 @@ use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
 
 use super::{
-    bad_item, capacity, decode_shard_state, item_size, transaction_write_units, encode_shard_state, marker_sk, number, number_attribute, pane_log_pk, pane_log_sk,
-    shard_state_pk, store_error, DynamoStore, Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK, TTL_ATTRIBUTE,
+    bad_item, capacity, decode_shard_state, encode_shard_state, item_size, marker_sk, number, number_attribute, pane_log_pk, pane_log_sk,
+    shard_state_pk, store_error, transaction_write_units, DynamoStore, Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK, TTL_ATTRIBUTE,
 };
 
 /// Items per page when reading a pane log newest first: the newest

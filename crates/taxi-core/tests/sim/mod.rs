@@ -90,6 +90,11 @@ pub struct Scenario {
     pub retention_s: i64,
     /// A search outage longer than the retention: windows wait past it.
     pub expiring_outage: bool,
+    /// The producer ends with a final watermark; without one (bounded mode), a
+    /// quiet stream's last windows close by the closer's quiet rule.
+    pub final_watermark: bool,
+    /// The closer's `ADVANCE_WHEN_QUIET`.
+    pub advance_when_quiet: bool,
 }
 
 /// A closer whose invocation cannot index a big window at once.
@@ -151,6 +156,8 @@ impl Scenario {
             slow_close: None,
             retention_s: RETENTION_S,
             expiring_outage: false,
+            final_watermark: true,
+            advance_when_quiet: true,
         }
     }
 
@@ -171,6 +178,12 @@ impl Scenario {
             self.expiring_outage = true;
         }
         self
+    }
+
+    /// A bounded-mode stream that stops without a final watermark: the seed's
+    /// scenario otherwise (no random draw is added, so every other seed is unchanged).
+    pub fn quiet(seed: u64) -> Scenario {
+        Scenario { mode: WatermarkMode::Bounded { max_out_of_orderness_s: 600 }, final_watermark: false, ..Scenario::original(seed) }
     }
 }
 
@@ -194,6 +207,9 @@ struct StreamRecord {
     seq: SeqNum,
     data: Vec<u8>,
     truth: Truth,
+    /// How far the quiet rule had let the watermark go when it was written:
+    /// a trip of a window ending before is late by that rule.
+    quiet_before: Option<EventTime>,
 }
 
 #[derive(Debug)]
@@ -214,10 +230,11 @@ struct SimShard {
 }
 
 impl SimShard {
-    fn append(&mut self, data: Vec<u8>, truth: Truth, digits: usize) {
+    fn append(&mut self, data: Vec<u8>, truth: Truth, digits: usize, quiet_before: Option<EventTime>) -> SeqNum {
         self.next += 1;
         let seq = SeqNum::parse(&format!("{}{:0digits$}", self.epoch, self.next)).expect("digits");
-        self.records.push(StreamRecord { seq, data, truth });
+        self.records.push(StreamRecord { seq: seq.clone(), data, truth, quiet_before });
+        seq
     }
 
     fn drained(&self) -> bool {
@@ -301,6 +318,9 @@ pub struct RunResult {
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub stats: Stats,
+    /// A quiet stream's end: how long after the last report its last window
+    /// closed, and the documented bound it had (both in ms).
+    pub quiet_close: Option<(i64, i64)>,
 }
 
 const DIGITS: usize = 20;
@@ -316,6 +336,9 @@ const FUTURE_TOLERANCE_S: i64 = 900;
 const LISTING_RETENTION_MS: i64 = 20 * 60_000;
 /// How long after the stream has gone quiet a slow closer may take to close everything.
 const SLOW_CLOSE_BOUND_MS: i64 = 4 * 3600 * 1000;
+/// Room in a quiet stream's bound for the closer's schedule and its faults
+/// (crashes, throttling, held-up `_bulk` requests).
+const QUIET_SLACK_MS: i64 = 3 * CLOSE_SCHEDULE_MS;
 
 struct Sim {
     s: Scenario,
@@ -346,13 +369,23 @@ struct Sim {
     settings: IngestSettings,
     closer_settings: CloserSettings,
     next_epoch: u128,
+    /// The furthest the quiet rule has let the watermark go (see [`Sim::quiet_promise`]).
+    quiet_promise: Option<EventTime>,
+    /// When `closed_through` moved, and where to.
+    closed_history: Vec<(WallTime, EventTime)>,
+    /// When the stream was last seen drained (everything written applied, producer done).
+    drained_at: Option<WallTime>,
+    quiet_close: Option<(i64, i64)>,
+    /// Every real trip's dropoff is before this (rows with a wrong date are months after).
+    span_end: EventTime,
 }
 
 pub fn run(s: &Scenario) -> RunResult {
     let mut sim = Sim::new(s.clone());
     sim.run();
     sim.check_end();
-    RunResult { violations: sim.violations, trace: sim.trace, stats: sim.stats }
+    let quiet_close = sim.quiet_close;
+    RunResult { violations: sim.violations, trace: sim.trace, stats: sim.stats, quiet_close }
 }
 
 impl Sim {
@@ -412,6 +445,7 @@ impl Sim {
             input.insert(at, InputTrip { read_at, dropoff: EventTime(dropoff), data, partition: rng.u128(..), bogus: true });
         }
         let end_key = first_key + span_s + 3000;
+        let span_end = EventTime(event_start.0 + span_s);
 
         let mut injections = Vec::new();
         for id in 0..s.late_trips {
@@ -467,7 +501,7 @@ impl Sim {
         let closer_settings = CloserSettings {
             window: s.window,
             documents: DocumentSettings { min_count: 1, ..DocumentSettings::default() },
-            idleness: Idleness::for_mode(s.mode, s.idle_timeout_s * 1000),
+            idleness: Idleness::for_mode(s.mode, s.idle_timeout_s * 1000, s.advance_when_quiet),
             safety_margin_ms: SAFETY_MARGIN_MS,
             owner: String::new(),
             chunk_documents: s.slow_close.map_or(5000, |slow| slow.chunk_documents),
@@ -505,6 +539,11 @@ impl Sim {
             settings,
             closer_settings,
             next_epoch: first_epoch + 1_000_000_007,
+            quiet_promise: None,
+            closed_history: Vec::new(),
+            drained_at: None,
+            quiet_close: None,
+            span_end,
         }
     }
 
@@ -532,11 +571,14 @@ impl Sim {
             let done = self.producer_done && self.injections.is_empty() && self.shards.iter().all(SimShard::drained) && outage_over;
             if done {
                 let since = *quiet_since.get_or_insert(self.now());
-                // Long enough for idleness, the schedule and a re-emission to play out; a
-                // slow closer has more to do, window by window, within a bound.
+                self.drained_at = Some(since);
+                // Long enough for idleness, the schedule and a re-emission to play out
+                // (and, without a final watermark, for the quiet rule's bound); a slow
+                // closer has more to do, window by window, within a bound.
                 let quiet = self.now().0 - since.0;
                 let catching_up = self.s.slow_close.is_some() && quiet < SLOW_CLOSE_BOUND_MS && !self.caught_up();
-                if quiet > 2 * self.s.idle_timeout_s * 1000 + 4 * CLOSE_SCHEDULE_MS && self.actors.is_empty() && !catching_up {
+                let settle = (2 * self.s.idle_timeout_s * 1000).max(self.quiet_bound().map_or(0, |(_, ms)| ms)) + 4 * CLOSE_SCHEDULE_MS;
+                if quiet > settle && self.actors.is_empty() && !catching_up {
                     break;
                 }
             } else {
@@ -582,11 +624,18 @@ impl Sim {
 
     /// Nothing to land: move the clock on, to the next thing that is due if nothing runs.
     fn idle_advance(&mut self) {
-        if !self.actors.is_empty() {
+        // A quiet stream waits for the wall clock for long: with nothing in flight and
+        // every actor asleep, go straight to the next wake-up (only there, so that
+        // the other scenarios' seeds draw what they always did).
+        let jump = !self.s.final_watermark && self.shared.pending() == 0 && self.shared.next_wake().is_some();
+        if !self.actors.is_empty() && !jump {
             self.shared.advance(self.rng.i64(1..200));
             return;
         }
         let mut next = self.next_close;
+        if let Some(t) = self.shared.next_wake() {
+            next = next.min(t);
+        }
         if let Some(t) = self.shared.next_landing() {
             next = next.min(t);
         }
@@ -626,6 +675,7 @@ impl Sim {
         let after = self.shared.tables.lock().unwrap().closer.state.closed_through;
         if after != before {
             if let Some(through) = after {
+                self.closed_history.push((self.now(), through));
                 self.log(format!("{label}: closed_through -> {}", through.to_rfc3339()));
                 self.check_closing(through);
             }
@@ -672,7 +722,7 @@ impl Sim {
             let injection = self.injections.pop_front().expect("front");
             let shard = self.route(injection.partition);
             for _ in 0..injection.copies {
-                self.shards[shard].append(injection.data.clone(), injection.truth.clone(), DIGITS);
+                self.append(shard, injection.data.clone(), injection.truth.clone());
             }
         }
         if now >= self.next_watermark_tick {
@@ -685,8 +735,12 @@ impl Sim {
             }
             self.put_records();
         }
-        if input_done && self.buffer.is_empty() && self.tracker.outstanding() == 0 && self.final_watermark.is_none() {
-            if let Some(last) = self.tracker.released_through() {
+        if input_done && self.buffer.is_empty() && self.tracker.outstanding() == 0 && self.final_watermark.is_none() && !self.producer_done
+        {
+            if !self.s.final_watermark {
+                self.producer_done = true;
+                self.log("producer: done, no final watermark".into());
+            } else if let Some(last) = self.tracker.released_through() {
                 let rule = FinalWatermark { advance_s: 86_400, max_ahead_of_wall_s: self.s.live.then_some(600) };
                 let w = rule.value(last, now);
                 self.final_watermark = Some(w);
@@ -734,7 +788,7 @@ impl Sim {
                 Some(dropoff) => Truth::Trip { dropoff, late: false },
                 None => Truth::Watermark(decode_watermark(&entry.data)),
             };
-            self.shards[shard].append(entry.data.clone(), truth, DIGITS);
+            self.append(shard, entry.data.clone(), truth);
             match entry.dropoff {
                 Some(dropoff) => self.tracker.acknowledge(dropoff),
                 None if entry.is_final => self.final_pending -= 1,
@@ -742,6 +796,13 @@ impl Sim {
             }
         }
         self.outbox = retry;
+    }
+
+    /// Writes a record to a shard, as Kinesis does, noting the quiet rule's promise at that moment.
+    fn append(&mut self, shard: usize, data: Vec<u8>, truth: Truth) {
+        let quiet_before = self.quiet_promise();
+        let seq = self.shards[shard].append(data, truth, DIGITS, quiet_before);
+        self.shared.stream_tips.lock().unwrap().insert(self.shards[shard].stream.id.clone(), seq);
     }
 
     fn route(&self, hash: u128) -> usize {
@@ -1017,13 +1078,16 @@ impl Sim {
             .filter_map(|p| self.shards.iter().find(|s| s.stream.id == *p))
             .filter_map(|parent| self.true_watermark_before(parent, parent.records.len()))
             .max();
-        let real = shard.records[..position].iter();
+        let real = || shard.records[..position].iter();
+        let events = real().filter_map(|r| if let Truth::Watermark(t) = r.truth { Some(t) } else { None }).max();
         let own = match self.s.mode {
-            WatermarkMode::Producer => real.filter_map(|r| if let Truth::Watermark(t) = r.truth { Some(t) } else { None }).max(),
-            WatermarkMode::Bounded { max_out_of_orderness_s } => real
+            WatermarkMode::Producer => events,
+            // Bounded mode honours the producer's watermark events too.
+            WatermarkMode::Bounded { max_out_of_orderness_s } => real()
                 .filter_map(|r| if let Truth::Trip { dropoff, .. } = r.truth { Some(dropoff) } else { None })
                 .max()
-                .map(|t| t.plus_seconds(-max_out_of_orderness_s)),
+                .map(|t| t.plus_seconds(-max_out_of_orderness_s))
+                .max(events),
         };
         own.max(inherited)
     }
@@ -1042,26 +1106,95 @@ impl Sim {
         tables.markers.is_empty() && through.is_none_or(|t| tables.closer.state.closed_through.is_some_and(|c| c >= t))
     }
 
+    /// The quiet rule, from the simulation's ground truth: while every record
+    /// written is applied and no shard has reported for the idle timeout, the
+    /// watermark may be the most advanced shard's true promise plus the wall
+    /// time since the last report. Kept at the furthest it ever was: a trip
+    /// written after that is late by the rule, even once traffic resumes.
+    /// (The closer's own value is never above it: it starts from the shards'
+    /// stored watermarks and its pass's start, and acts only on Kinesis
+    /// answering that nothing is unapplied.)
+    fn quiet_promise(&mut self) -> Option<EventTime> {
+        if self.s.mode == WatermarkMode::Producer || !self.s.advance_when_quiet {
+            return None;
+        }
+        let now = self.now();
+        let current = {
+            let tables = self.shared.tables.lock().unwrap();
+            let states = &tables.shard_states;
+            let applied = |shard: &SimShard| states.get(&shard.stream.id).and_then(|s| s.applied_seq.clone());
+            let caught_up =
+                self.shards.iter().all(|shard| shard.records.last().is_none_or(|last| applied(shard).is_some_and(|a| last.seq <= a)));
+            match states.values().filter_map(|s| s.updated_at).max() {
+                Some(last) if caught_up && now.0 - last.0 > self.s.idle_timeout_s * 1000 => self
+                    .shards
+                    .iter()
+                    .filter_map(|s| self.true_watermark_before(s, s.records.len()))
+                    .max()
+                    .map(|w| w.plus_seconds((now.0 - last.0) / 1000)),
+                _ => None,
+            }
+        };
+        self.quiet_promise = self.quiet_promise.max(current);
+        self.quiet_promise
+    }
+
+    /// A quiet stream's end (bounded mode, no final watermark, the quiet rule on):
+    /// the end of the last window holding a real trip (not a row with a wrong
+    /// date: the bounded rule ignores those, so their windows wait for the
+    /// wall clock), and the documented bound
+    /// (docs/ARCHITECTURE.md) on how long after the last report it closes:
+    /// max(idle timeout, that end minus the most advanced shard's watermark),
+    /// plus the closer's schedule, here with room for its faults.
+    fn quiet_bound(&self) -> Option<(EventTime, i64)> {
+        if self.s.final_watermark || self.s.mode == WatermarkMode::Producer || !self.s.advance_when_quiet {
+            return None;
+        }
+        let spec = self.s.window;
+        let trips = |shard: &SimShard| -> Vec<EventTime> {
+            let real = |r: &StreamRecord| if let Truth::Trip { dropoff, .. } = r.truth { Some(dropoff) } else { None };
+            shard.records.iter().filter_map(real).filter(|t| *t < self.span_end).collect()
+        };
+        let last = self.shards.iter().flat_map(trips).max()?;
+        let last_end = spec.window_end(spec.last_window_containing(spec.pane_of(last)));
+        // The shards' own rule over their real trips (a bogus time can only raise it).
+        let base = self
+            .shards
+            .iter()
+            .filter_map(|shard| {
+                let mut w = ShardWatermark::default();
+                trips(shard).into_iter().for_each(|t| w.observe_trip(t, self.s.mode));
+                w.watermark
+            })
+            .max()?;
+        let wait_s = (last_end.0 - base.0).max(self.s.idle_timeout_s);
+        Some((last_end, wait_s * 1000 + QUIET_SLACK_MS))
+    }
+
     /// The watermark the shard's own rule reaches at the end over its real
     /// records: what the run must at least close through.
+    /// In both modes the producer's watermark events count (its final one closes everything).
     fn final_watermark_at_least(&self, shard: &SimShard) -> Option<EventTime> {
         let mut w = ShardWatermark::default();
+        let mut events = None;
         for record in &shard.records {
             match record.truth {
                 Truth::Trip { dropoff, .. } => w.observe_trip(dropoff, self.s.mode),
-                Truth::Watermark(t) => w.observe_watermark_event(t, self.s.mode),
+                Truth::Watermark(t) => events = events.max(Some(t)),
                 Truth::Outlier | Truth::Invalid => {}
             }
         }
-        w.watermark
+        w.watermark.max(events)
     }
 
     /// Whether the trip at `position` is on time: its first window ends after
     /// the watermark the shard's real records before it imply.
+    /// Or, by the quiet rule, the stream had gone quiet past it before the trip was written.
     fn on_time(&self, shard: &SimShard, position: usize, dropoff: EventTime) -> bool {
         let spec = self.s.window;
         let first_end = spec.window_end(spec.windows_containing(spec.pane_of(dropoff)).next().expect("a window"));
-        self.true_watermark_before(shard, position).is_none_or(|w| first_end > w)
+        let promise = self.true_watermark_before(shard, position).max(shard.records[position].quiet_before);
+        promise.is_none_or(|w| first_end > w)
     }
 
     /// `closed_through` moved to `through`: no shard may still hold an unapplied
@@ -1105,10 +1238,11 @@ impl Sim {
                 let prefix = shard.records.iter().take_while(|r| r.seq <= applied).count();
                 self.true_watermark_before(shard, prefix)
             })
-            .max();
+            .max()
+            .max(self.quiet_promise());
         if promised.is_none_or(|p| through > closable_through(&spec, p)) {
             found.push(format!(
-                "closed through {} beyond every shard's promise ({:?}): bogus event times moved the watermark",
+                "closed through {} beyond every shard's promise and the quiet rule's ({:?}): bogus event times, or a quiet advance over a stuck shard, moved the watermark",
                 through.to_rfc3339(),
                 promised.map(EventTime::to_rfc3339)
             ));
@@ -1264,18 +1398,54 @@ impl Sim {
             ));
         }
 
-        // Nothing stalls: every window the final watermark passed is closed (or the first one
-        // left open was refused, which holds the rest), no marker is left (but a refused window's).
-        if let Some(through) = self.final_through() {
+        // Nothing stalls: every window the final watermark passed is closed within the
+        // settling time after the stream drained (both modes; a slow closer has a longer
+        // bound), or the first one left open was refused, which holds the rest.
+        let closed_at = |through: EventTime| self.closed_history.iter().find(|(_, c)| *c >= through).map(|(t, _)| *t);
+        let expected_final = self.shards.iter().filter(|s| !s.records.is_empty()).map(|s| self.final_watermark_at_least(s)).min().flatten();
+        if let Some(w) = expected_final {
+            let through = closable_through(&spec, w);
             let has_data = oracle.keys().any(|win| spec.window_end(*win) <= through);
             let frontier = oracle.keys().find(|win| closed_through.is_none_or(|c| spec.window_end(**win) > c));
             let held_by_refusal = frontier.is_some_and(|w| refused.contains(w));
-            if has_data && closed_through.is_none_or(|c| c < through) && !held_by_refusal {
-                violations.push(format!(
-                    "stalled: closed through {:?}, but the final watermark passed {}",
+            let slack = if self.s.slow_close.is_some() { SLOW_CLOSE_BOUND_MS } else { 0 };
+            let limit = self.drained_at.map(|t| WallTime(t.0 + 2 * self.s.idle_timeout_s * 1000 + 4 * CLOSE_SCHEDULE_MS + slack));
+            match closed_at(through) {
+                None if has_data && !held_by_refusal => violations.push(format!(
+                    "stalled: closed through {:?}, but the final watermark {} passed {}",
                     closed_through.map(EventTime::to_rfc3339),
+                    w.to_rfc3339(),
                     through.to_rfc3339()
-                ));
+                )),
+                Some(t) if has_data && limit.is_some_and(|limit| t > limit) => violations.push(format!(
+                    "stalled: closed through {} only {} s after the stream drained",
+                    through.to_rfc3339(),
+                    (t.0 - self.drained_at.expect("limit").0) / 1000
+                )),
+                _ => {}
+            }
+        }
+        // A quiet stream's last window closes within the documented bound after the last report.
+        if let Some((last_end, bound_ms)) = self.quiet_bound() {
+            let last_report = tables.shard_states.values().filter_map(|s| s.updated_at).max();
+            match (last_report, closed_at(last_end)) {
+                (Some(report), Some(t)) => {
+                    self.quiet_close = Some((t.0 - report.0, bound_ms));
+                    if t.0 - report.0 > bound_ms {
+                        violations.push(format!(
+                            "stalled: the quiet stream's last window (ending {}) closed {} s after the last report, bound {} s",
+                            last_end.to_rfc3339(),
+                            (t.0 - report.0) / 1000,
+                            bound_ms / 1000
+                        ));
+                    }
+                }
+                (Some(_), None) => violations.push(format!(
+                    "stalled: the quiet stream's last window (ending {}) never closed (closed through {:?})",
+                    last_end.to_rfc3339(),
+                    closed_through.map(EventTime::to_rfc3339)
+                )),
+                (None, _) => {}
             }
         }
         let left = tables.markers.keys().filter(|(window, _)| !refused.contains(window)).count();

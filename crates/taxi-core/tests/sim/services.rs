@@ -27,6 +27,7 @@ use taxi_core::closer::{
 use taxi_core::documents::Document;
 use taxi_core::expiry::PaneObservation;
 use taxi_core::pack::{LogItem, PaneLogReader, Partials};
+use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
 use taxi_core::store::{log_items, Commit, CommitOutcome, PartialStore, StoreError};
 use taxi_core::time::{EventTime, WallTime};
@@ -302,6 +303,12 @@ pub struct SimShards {
 impl ShardSource for SimShards {
     async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
         Ok(self.shared.stream_shards.lock().unwrap().clone())
+    }
+
+    /// `GetRecords` after `applied` at this moment: caught up if no record lies beyond it.
+    async fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> Result<bool, SourceError> {
+        let tips = self.shared.stream_tips.lock().unwrap();
+        Ok(tips.get(shard).is_none_or(|tip| applied.is_some_and(|a| tip <= a)))
     }
 }
 

@@ -110,12 +110,16 @@ pub struct Shared {
     pub index: Mutex<Index>,
     /// What `ListShards` answers now.
     pub stream_shards: Mutex<Vec<taxi_core::shard::StreamShard>>,
+    /// The last sequence number written to each shard (what `GetRecords` would reach).
+    pub stream_tips: Mutex<BTreeMap<ShardId, SeqNum>>,
     pending: Mutex<Vec<Pending>>,
     /// Requests submitted per actor, for killing an actor after its n-th.
     submitted: Mutex<BTreeMap<u64, usize>>,
     /// Wakers of the futures waiting on a request or the clock: woken before
     /// every poll, so combinators inside the actors (`buffer_unordered`) poll them again.
     waiting: Mutex<Vec<Waker>>,
+    /// When the futures waiting on the clock (since the last poll) wake.
+    sleeping_until: Mutex<Vec<WallTime>>,
     /// The services' own randomness (which `_bulk` is held up), from the run's seed.
     rng: Mutex<Option<fastrand::Rng>>,
 }
@@ -158,9 +162,15 @@ impl Shared {
 
     /// Wakes every waiting future, so that the next poll reaches it.
     pub fn wake_all(&self) {
+        self.sleeping_until.lock().unwrap().clear();
         for waker in std::mem::take(&mut *self.waiting.lock().unwrap()) {
             waker.wake();
         }
+    }
+
+    /// The earliest wake-up of a future waiting on the clock.
+    pub fn next_wake(&self) -> Option<WallTime> {
+        self.sleeping_until.lock().unwrap().iter().copied().min()
     }
 
     pub fn submitted_by(&self, actor: u64) -> usize {
@@ -245,6 +255,7 @@ impl Future for Sleep {
         if self.shared.now() >= self.until {
             Poll::Ready(())
         } else {
+            self.shared.sleeping_until.lock().unwrap().push(self.until);
             self.shared.wait(cx.waker());
             Poll::Pending
         }
