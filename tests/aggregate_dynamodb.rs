@@ -205,11 +205,13 @@ async fn a_batch_of_bad_input_is_counted_by_reason_and_never_fails() {
         let expected_watermark = match mode {
             WatermarkMode::Producer => batch.watermark,
             WatermarkMode::Bounded { max_out_of_orderness_s } => {
-                // The time below the tolerated outliers among the distinct dropoffs.
+                // The time below the tolerated outliers among the distinct dropoffs, or the
+                // producer's watermark event if that is later (bounded mode honours both).
                 let mut dropoffs: Vec<i64> = batch.valid.iter().map(|t| EventTime::parse_rfc3339(&t.dropoff_datetime).unwrap().0).collect();
                 dropoffs.sort_unstable();
                 dropoffs.dedup();
                 EventTime(dropoffs[dropoffs.len() - 1 - taxi_core::watermark::TOLERATED_OUTLIERS] - max_out_of_orderness_s)
+                    .max(batch.watermark)
             }
         };
         assert_eq!(state.watermark.watermark, Some(expected_watermark), "{mode:?}");

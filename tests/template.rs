@@ -476,6 +476,7 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "dynamodb:DeleteItem",
