@@ -113,7 +113,8 @@ pub trait CloserStore: Send + Sync {
     /// Moves `closing_through` forward (never back), before the partials of the
     /// windows ending at or before it are read: the first phase of a close.
     fn announce_closing(&self, closing_through: EventTime) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records the pass's observation of the open panes (when each was first listed).
+    /// Records the pass's observation of the open panes (when each was first
+    /// listed), unless a later one is recorded already.
     fn save_observation(&self, observation: &PaneObservation) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records (or, with `None`, clears) the progress within a window's emission.
     fn save_close_cursor(&self, cursor: Option<&CloseCursor>) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -134,14 +134,16 @@ const REGRESSIONS: [(u64, &str); 15] = [
 /// Seeds of the closer's knobs (`Scenario::random`: deadlines too short for a
 /// window, a search outage past the retention), each failing with its fix undone:
 /// the first three with the whole window in one chunk (or with the progress
-/// within a window ignored), the last two with `close_expired` on, as the
-/// closer was before it refused expired windows.
-const CLOSER_REGRESSIONS: [(u64, &str); 5] = [
+/// within a window ignored), the next two with `close_expired` on, as the
+/// closer was before it refused expired windows, the last with the closer's
+/// observation of open panes saved unconditionally (a late write went backwards).
+const CLOSER_REGRESSIONS: [(u64, &str); 6] = [
     (1, "a window too big for one invocation never closed (historic replay)"),
     (13, "a window too big for one invocation never closed (live stream)"),
     (5, "a re-emission too big for one invocation never finished: its markers stayed"),
     (7, "windows closed after their partials expired: 624 trips missing, unreported (historic replay)"),
     (2, "windows closed after their partials expired (live stream)"),
+    (1002561, "an observation of the open panes landing late replaced a newer one: a re-emission read expired partials unrefused"),
 ];
 
 /// Quiet streams (`Scenario::quiet`): the first two failed with no quiet rule

@@ -303,7 +303,15 @@ impl CloserStore for DynamoStore {
             update.push_str(", panes_pruned_through = :pruned");
             request = request.expression_attribute_values(":pruned", number(pane.0));
         }
-        request.update_expression(update).send().await.map(|_| ()).map_err(|e| store_error("UpdateItem (pane observation)", e))
+        // Never backwards: a closer whose write lands late (an invocation that died)
+        // must not replace a newer observation with one that lacks panes since listed.
+        if observation.observed_at.is_some() {
+            request = request.condition_expression("attribute_not_exists(observed_at) OR observed_at < :observed");
+        }
+        match request.update_expression(update).send().await {
+            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
+            other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (pane observation)", e)),
+        }
     }
 
     async fn advance_closed_through(&self, closed_through: EventTime, watermark: EventTime) -> Result<(), StoreError> {

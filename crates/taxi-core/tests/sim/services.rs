@@ -230,7 +230,11 @@ impl CloserStore for SimStore {
     async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
         let observation = observation.clone();
         self.dynamo("UpdateItem pane observation", move |env| {
-            env.tables.closer.state.observation = observation;
+            // The condition `observed_at < :observed`: a late write never goes backwards.
+            let stored = &mut env.tables.closer.state.observation;
+            if stored.observed_at.is_none_or(|at| observation.observed_at.is_some_and(|new| new > at)) {
+                *stored = observation;
+            }
             Ok(())
         })
         .await
