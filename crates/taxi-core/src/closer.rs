@@ -36,6 +36,9 @@ use crate::store::StoreError;
 use crate::time::{EventTime, WallTime};
 use crate::window::{PaneStart, WindowSpec, WindowStart};
 
+/// How old the recorded observation of open panes may get before a pass that
+/// lists nothing new records it again.
+const OBSERVATION_REFRESH_MS: i64 = 10 * 60_000;
 /// Partial reads in flight while closing one window.
 const READ_CONCURRENCY: usize = 8;
 
@@ -301,9 +304,13 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             now,
             s.retention_s,
         );
-        // Recorded on every pass, announcing or not: a pane's first listing must be
-        // seen while the data is young, not when its window first becomes closable.
-        if observation != closer.observation {
+        // Recorded whether the pass announces or not (a pane's first listing must be
+        // seen while its data is young, not when its window first becomes closable),
+        // when it lists new panes or the last record is getting old: a pane first
+        // listed now counts as written since that record, which errs early.
+        let stored = &closer.observation;
+        let changed = observation.since != stored.since || observation.pruned_through != stored.pruned_through;
+        if changed || stored.observed_at.is_none_or(|at| now.0 - at.0 >= OBSERVATION_REFRESH_MS) {
             self.store.save_observation(&observation).await.map_err(|e| e.to_string())?;
         }
 

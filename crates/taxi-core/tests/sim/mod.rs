@@ -376,6 +376,8 @@ struct Sim {
     /// When the stream was last seen drained (everything written applied, producer done).
     drained_at: Option<WallTime>,
     quiet_close: Option<(i64, i64)>,
+    /// When a close-windows invocation was killed or a pass of it failed: each delays a close by a period.
+    closer_failures: Vec<WallTime>,
     /// Every real trip's dropoff is before this (rows with a wrong date are months after).
     span_end: EventTime,
 }
@@ -543,6 +545,7 @@ impl Sim {
             closed_history: Vec::new(),
             drained_at: None,
             quiet_close: None,
+            closer_failures: Vec::new(),
             span_end,
         }
     }
@@ -977,6 +980,9 @@ impl Sim {
                     ActorKind::Batch { .. } => "aggregate_killed",
                     ActorKind::Closer => "closer_killed",
                 });
+                if matches!(actor.kind, ActorKind::Closer) {
+                    self.closer_failures.push(now);
+                }
                 if let ActorKind::Batch { shard, len, .. } = actor.kind {
                     let id = self.shards[shard].stream.id.clone();
                     self.log(format!("{id}: invocation {} killed after {} requests", actor.id, self.shared.submitted_by(actor.id)));
@@ -1017,6 +1023,8 @@ impl Sim {
                 self.finish_batch(shard, len, outcome);
             }
             (ActorKind::Closer, ActorOut::Closer(reports)) => {
+                let now = self.now();
+                self.closer_failures.extend(reports.iter().filter(|r| r.error.is_some()).map(|_| now));
                 for r in &reports {
                     if r.windows_closed + r.windows_reemitted + r.windows_resumed > 0 || r.error.is_some() || !r.refused_expired.is_empty()
                     {
@@ -1425,11 +1433,14 @@ impl Sim {
                 _ => {}
             }
         }
-        // A quiet stream's last window closes within the documented bound after the last report.
+        // A quiet stream's last window closes within the documented bound after the last
+        // report, plus a closer period for every pass that failed meanwhile.
         if let Some((last_end, bound_ms)) = self.quiet_bound() {
             let last_report = tables.shard_states.values().filter_map(|s| s.updated_at).max();
             match (last_report, closed_at(last_end)) {
                 (Some(report), Some(t)) => {
+                    let failed = self.closer_failures.iter().filter(|f| f.0 > report.0 && f.0 <= t.0).count() as i64;
+                    let bound_ms = bound_ms + failed * CLOSE_SCHEDULE_MS;
                     self.quiet_close = Some((t.0 - report.0, bound_ms));
                     if t.0 - report.0 > bound_ms {
                         violations.push(format!(
