@@ -379,11 +379,6 @@ pub struct BatchPlan<'a> {
 }
 
 impl BatchPlan<'_> {
-    /// Records above the shard's applied sequence number.
-    pub fn new_records(&self) -> usize {
-        self.fresh.len()
-    }
-
     /// The partials by pane.
     pub fn panes(&self) -> &BTreeMap<PaneStart, Partials> {
         &self.panes

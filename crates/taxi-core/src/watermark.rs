@@ -124,12 +124,6 @@ pub enum Lateness {
 }
 
 impl CloserProgress {
-    /// The windows containing `pane` that the closer has emitted.
-    pub fn emitted_windows(&self, spec: &WindowSpec, pane: PaneStart) -> Vec<WindowStart> {
-        let Some(closed_through) = self.closed_through else { return Vec::new() };
-        spec.windows_containing(pane).filter(|w| spec.window_end(*w) <= closed_through).collect()
-    }
-
     pub fn lateness(&self, spec: &WindowSpec, pane: PaneStart, allowed_lateness_s: i64) -> Lateness {
         let Some(closed_through) = self.closed_through else {
             return Lateness::OnTime;
