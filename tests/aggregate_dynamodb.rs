@@ -8,10 +8,10 @@ use taxi_core::closer::CloserStore;
 use taxi_core::event::{watermark_event_json, InvalidReason, TripEvent};
 use taxi_core::geo::Cell;
 use taxi_core::ingest::{Aggregator, IngestSettings};
-use taxi_core::pack::{merge_into, pack, Partials, MAX_PART_BYTES};
+use taxi_core::pack::{merge_into, pack_batch, Partials, MAX_PART_BYTES};
 use taxi_core::seq::SeqNum;
-use taxi_core::shard::{ShardId, ShardState};
-use taxi_core::store::{Commit, CommitOutcome, FaultyStore, PaneAppend, PartialStore};
+use taxi_core::shard::{PaneLog, ShardId, ShardState};
+use taxi_core::store::{Commit, CommitOutcome, FaultyStore, LogWrite, PartialStore, Seal};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::WatermarkMode;
 use taxi_core::window::PaneStart;
@@ -219,7 +219,7 @@ async fn a_batch_of_bad_input_is_counted_by_reason_and_never_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_lands_whole_only_on_its_two_conditions_in_dynamodb_local() {
+async fn a_state_commits_only_on_its_conditions_and_its_items_read_back_in_dynamodb_local() {
     let client = dynamodb_client();
     let table = unique_name("commit");
     ensure_table(&client, &table).await.unwrap();
@@ -230,45 +230,78 @@ async fn a_commit_lands_whole_only_on_its_two_conditions_in_dynamodb_local() {
     let pane = PaneStart(1_420_848_000);
     let cell = |i: u64| MetricKey::Pickups(Cell::from_bits(6, (Cell::parse("dr5").unwrap().to_bits().1 << 15) + i).unwrap());
     let partials = |n: u64, count: u64| -> Partials { (0..n).map(|i| (cell(i), PartialValue { count, sum_s: count * 10 })).collect() };
-    let append =
-        |partials: &Partials, compacted| PaneAppend { pane, compacted, parts: pack(partials), expires_at: EventTime(2_000_000_000) };
-    let state_at = |n: u64| ShardState { applied_seq: Some(seq(n)), updated_at: Some(WallTime(1)), ..ShardState::default() };
-    let commit = |expected: Option<u64>, applied: u64, closing_through, appends: Vec<PaneAppend>| {
+    let state_at = |n: u64, closing_through| ShardState {
+        applied_seq: Some(seq(n)),
+        updated_at: Some(WallTime(1)),
+        closing_through,
+        ..ShardState::default()
+    };
+    let commit = |shard: ShardId, expected: Option<u64>, state: ShardState| {
+        let store = &store;
+        async move { store.commit(&Commit { shard: &shard, expected: expected.map(seq).as_ref(), state: &state }).await.unwrap() }
+    };
+    // A batch item with these partials of `pane`, written as a commit at `n` writes it.
+    let write_item = |n: u64, partials: Partials| {
         let (store, shard) = (&store, &shard);
         async move {
-            let (state, expected) = (state_at(applied), expected.map(seq));
-            let commit = Commit { shard, expected: expected.as_ref(), closing_through, state: &state, appends, markers: Vec::new() };
-            store.commit(&commit).await.unwrap()
+            let item = pack_batch(shard, &seq(n), [(pane, &partials)]);
+            let log_ref = item.log_ref;
+            let write = LogWrite { item: Some(item), item_expires_at: EventTime(2_000_000_000), markers: Vec::new(), seals: Vec::new() };
+            store.write_log(shard, &write).await.unwrap();
+            log_ref
         }
     };
 
-    assert!(matches!(commit(None, 10, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::Committed { .. }));
-    // The same batch again, and one judged on a state that moved: refused whole, with the state as it is.
-    match commit(None, 10, None, vec![append(&partials(3, 1), false)]).await {
-        CommitOutcome::StateMoved { current } => assert_eq!(*current, state_at(10)),
+    // A shard's first state checks the closer's closing_through and registers the shard.
+    assert!(matches!(commit(shard.clone(), None, state_at(10, None)).await, CommitOutcome::Committed { .. }));
+    assert!(store.load_closer_state().await.unwrap().known_shards.contains(&shard));
+    // The same batch again, and one judged on a state that moved: refused, with the state as it is.
+    match commit(shard.clone(), None, state_at(10, None)).await {
+        CommitOutcome::StateMoved { current } => assert_eq!(*current, state_at(10, None)),
         other => panic!("expected the state to have moved, got {other:?}"),
     }
-    assert!(matches!(commit(Some(9), 20, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::StateMoved { .. }));
-    // The closer announces a close: a batch judged before it is refused, one judged after lands.
-    store.announce_closing(EventTime(1_420_848_600)).await.unwrap();
-    assert_eq!(commit(Some(10), 20, None, vec![append(&partials(3, 1), false)]).await, CommitOutcome::CloserMoved);
-    let closing = Some(EventTime(1_420_848_600));
-    assert!(matches!(commit(Some(10), 20, closing, vec![append(&partials(2, 1), false)]).await, CommitOutcome::Committed { .. }));
-    assert_eq!(store.read_pane_log(&shard, pane).await.unwrap(), merged(&[partials(3, 1), partials(2, 1)]));
+    assert!(matches!(commit(shard.clone(), Some(9), state_at(20, None)).await, CommitOutcome::StateMoved { .. }));
 
-    // A compaction holds the whole pane: what came before it is no longer read.
-    let whole = merged(&[partials(3, 1), partials(2, 1), partials(1, 4)]);
-    assert!(matches!(commit(Some(20), 30, closing, vec![append(&whole, true)]).await, CommitOutcome::Committed { .. }));
-    assert!(matches!(commit(Some(30), 40, closing, vec![append(&partials(1, 1), false)]).await, CommitOutcome::Committed { .. }));
-    assert_eq!(store.read_pane_log(&shard, pane).await.unwrap(), merged(&[whole.clone(), partials(1, 1)]));
+    // The closer announces a close and stamps it: a batch judged before the stamp is refused
+    // with the stamped state, one judged after lands; a new shard judged before is refused too.
+    let closing = EventTime(1_420_848_600);
+    assert!(store.announce_closing(closing).await.unwrap().contains(&shard));
+    let stamped = store.stamp_shard_states(&[shard.clone(), ShardId("shardId-000000000099".into())], closing).await.unwrap();
+    assert_eq!(stamped.keys().collect::<Vec<_>>(), [&shard], "a shard without a state is left out");
+    match commit(shard.clone(), Some(10), state_at(20, None)).await {
+        CommitOutcome::StateMoved { current } => assert_eq!(current.closing_through, Some(closing)),
+        other => panic!("expected the stamp to refuse the commit, got {other:?}"),
+    }
+    let newcomer = ShardId("shardId-000000000008".into());
+    assert_eq!(commit(newcomer.clone(), None, state_at(5, None)).await, CommitOutcome::CloserMoved);
+    assert!(matches!(commit(newcomer.clone(), None, state_at(5, Some(closing))).await, CommitOutcome::Committed { .. }));
+    assert!(store.load_closer_state().await.unwrap().known_shards.contains(&newcomer));
 
-    // The largest pane: 2^15 cells with a partial each, a compaction in several parts far under 400 KB.
+    // Items read back through their references; an item no state refers to (an attempt that died) is never read.
+    let first = write_item(20, partials(3, 1)).await;
+    write_item(20, partials(3, 7)).await;
+    let second = write_item(30, partials(2, 1)).await;
+    let mut state = state_at(30, Some(closing));
+    state.open_panes.insert(pane, PaneLog { refs: vec![first, second], compacted: 0, since: 0 });
+    assert!(matches!(commit(shard.clone(), Some(10), state.clone()).await, CommitOutcome::Committed { .. }));
+    let loaded = store.load_shard_state(&shard).await.unwrap().unwrap();
+    assert_eq!(loaded, state);
+    assert_eq!(store.read_pane(&shard, pane, &loaded.refs_of(pane)).await.unwrap(), merged(&[partials(3, 1), partials(2, 1)]));
+
+    // The largest pane: 2^15 cells with a partial each, an item in several parts far under 400 KB.
     let largest = partials(1 << 15, 1_000);
-    let parts = pack(&largest);
-    assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", parts.len());
-    assert!(matches!(commit(Some(40), 50, closing, vec![append(&largest, true)]).await, CommitOutcome::Committed { .. }));
-    assert_eq!(store.read_partials(pane, &shard).await.unwrap().into_iter().collect::<Partials>(), largest);
-    assert_eq!(store.load_closer_progress(&ShardId("s".into())).await.unwrap().closing_through, closing);
+    let item = pack_batch(&shard, &seq(40), [(pane, &largest)]);
+    assert!(item.parts.len() > 1 && item.parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", item.parts.len());
+    let big = write_item(40, largest.clone()).await;
+    assert_eq!(store.read_partials(pane, &shard, &[big], false).await.unwrap().into_iter().collect::<Partials>(), largest);
+
+    // A sealed pane is found by a re-emission's read without any state reference.
+    let seal = Seal { pane, sealed_at: seq(30), refs: vec![first, second], expires_at: EventTime(2_000_000_000) };
+    let write = LogWrite { item: None, item_expires_at: EventTime(0), markers: Vec::new(), seals: vec![seal] };
+    store.write_log(&shard, &write).await.unwrap();
+    let resealed = store.read_partials(pane, &shard, &[second], true).await.unwrap().into_iter().collect::<Partials>();
+    assert_eq!(resealed, merged(&[partials(3, 1), partials(2, 1)]), "each item once");
+    assert_eq!(store.load_closer_progress(&shard).await.unwrap().closing_through, Some(closing));
 }
 
 fn merged(all: &[Partials]) -> Partials {
@@ -284,7 +317,7 @@ async fn a_table_of_the_first_layout_is_refused_with_the_way_out() {
     let client = dynamodb_client();
     let table = unique_name("old-layout");
     ensure_table(&client, &table).await.unwrap();
-    // The first layout's shard state: no `layout`, open panes as a number set.
+    // The first layout's shard state: no `layout`, open panes as a number set (layout 2 is refused likewise, unit-tested).
     client
         .put_item()
         .table_name(&table)

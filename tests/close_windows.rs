@@ -1,13 +1,14 @@
 //! The closer against real kinesalite, DynamoDB Local and osmem-server,
 //! after the real aggregate handler has processed real trips.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use taxi_aws::dynamo::DynamoStore;
 use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
 use taxi_core::expiry::PaneObservation;
+use taxi_core::pack::LogRef;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
@@ -363,8 +364,14 @@ impl CloserStore for Scripted {
     async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
         self.inner.release_lease(owner).await
     }
-    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        self.inner.read_partials(pane, shard).await
+    async fn read_partials(
+        &self,
+        pane: PaneStart,
+        shard: &ShardId,
+        refs: &[LogRef],
+        sealed: bool,
+    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        self.inner.read_partials(pane, shard, refs, sealed).await
     }
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
         self.inner.list_reemit_markers().await
@@ -372,8 +379,15 @@ impl CloserStore for Scripted {
     async fn delete_reemit_marker(&self, marker: &StoredMarker) -> Result<(), StoreError> {
         self.inner.delete_reemit_marker(marker).await
     }
-    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<BTreeSet<ShardId>, StoreError> {
         self.inner.announce_closing(closing_through).await
+    }
+    async fn stamp_shard_states(
+        &self,
+        shards: &[ShardId],
+        closing_through: EventTime,
+    ) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        self.inner.stamp_shard_states(shards, closing_through).await
     }
     async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
         self.inner.save_observation(observation).await

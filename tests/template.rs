@@ -476,7 +476,7 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "dynamodb:ConditionCheckItem",
+        "dynamodb:BatchWriteItem",
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "dynamodb:DeleteItem",
@@ -488,7 +488,7 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
     ] {
         assert!(granted.contains(action), "{action} is granted");
     }
-    for forbidden in ["dynamodb:Scan", "dynamodb:DeleteTable", "kinesis:PutRecords", "dynamodb:BatchWriteItem"] {
+    for forbidden in ["dynamodb:Scan", "dynamodb:DeleteTable", "kinesis:PutRecords", "dynamodb:ConditionCheckItem"] {
         assert!(!granted.contains(forbidden), "{forbidden} is not needed");
     }
     // The index template paths granted are the ones the sink puts.

@@ -9,21 +9,30 @@ use taxi_core::closer::CloserStore;
 use taxi_core::shard::ShardId;
 use taxi_core::window::PaneStart;
 
-/// Every pane log in the table, read as the closer reads them and merged over
-/// shards, keyed by (pane start, `<metric>#<key>`): what the closer will see.
+/// Every pane's partials in the table (open, pending a seal, or sealed), read
+/// as the closer reads them for a re-emission and merged over shards, keyed
+/// by (pane start, `<metric>#<key>`): what the closer will see.
 pub async fn merged_partials(client: &Client, table: &str) -> crate::oracle::Partials {
-    let mut logs = BTreeSet::new();
+    let (mut shards, mut panes) = (BTreeSet::new(), BTreeSet::new());
     let mut pages = client.scan().table_name(table).projection_expression("pk").into_paginator().items().send();
     while let Some(item) = pages.next().await {
         let item = item.expect("scan");
         let Some(AttributeValue::S(pk)) = item.get("pk") else { panic!("an item without a pk: {item:?}") };
-        let Some((pane, shard)) = pk.strip_prefix("P#").and_then(|rest| rest.split_once('#')) else { continue };
-        logs.insert((PaneStart(pane.parse().expect("pane in pk")), ShardId(shard.to_owned())));
+        if let Some(shard) = pk.strip_prefix("S#") {
+            shards.insert(ShardId(shard.to_owned()));
+        } else if let Some((pane, shard)) = pk.strip_prefix("P#").and_then(|rest| rest.split_once('#')) {
+            panes.insert((PaneStart(pane.parse().expect("pane in pk")), ShardId(shard.to_owned())));
+        }
     }
     let store = DynamoStore::new(client.clone(), table);
+    let states = store.load_shard_states(&shards.into_iter().collect::<Vec<_>>()).await.expect("reading the shard states");
+    for (shard, state) in &states {
+        panes.extend(state.open_panes.keys().chain(state.sealing.keys()).map(|pane| (*pane, shard.clone())));
+    }
     let mut merged = crate::oracle::Partials::new();
-    for (pane, shard) in logs {
-        for (key, value) in store.read_partials(pane, &shard).await.expect("reading a pane log") {
+    for (pane, shard) in panes {
+        let refs = states.get(&shard).map(|state| state.refs_of(pane)).unwrap_or_default();
+        for (key, value) in store.read_partials(pane, &shard, &refs, true).await.expect("reading a pane") {
             let entry = merged.entry((pane.0, key.to_string())).or_default();
             entry.0 += value.count;
             entry.1 += value.sum_s;

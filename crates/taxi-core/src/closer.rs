@@ -30,6 +30,7 @@ use crate::closing::{
 };
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::expiry::PaneObservation;
+use crate::pack::LogRef;
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
 use crate::store::StoreError;
@@ -105,17 +106,33 @@ pub trait CloserStore: Send + Sync {
     /// Takes or renews the lease; false if another owner holds it.
     fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn release_lease(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// One shard's partials of `pane`: from the items `refs` names (what the
+    /// shard state lists for it) and, with `sealed`, from the pane's seals too
+    /// (a pane pruned from the state once its windows were closed).
     fn read_partials(
         &self,
         pane: PaneStart,
         shard: &ShardId,
+        refs: &[LogRef],
+        sealed: bool,
     ) -> impl Future<Output = Result<Vec<(MetricKey, PartialValue)>, StoreError>> + Send;
     fn list_reemit_markers(&self) -> impl Future<Output = Result<Vec<StoredMarker>, StoreError>> + Send;
     /// Deletes the marker unless late data has touched it again since it was read.
     fn delete_reemit_marker(&self, marker: &StoredMarker) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Moves `closing_through` forward (never back), before the partials of the
     /// windows ending at or before it are read: the first phase of a close.
-    fn announce_closing(&self, closing_through: EventTime) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Returns `known_shards` as it is after the announcement: a shard's
+    /// first commit registers it there, unless the announcement came first.
+    fn announce_closing(&self, closing_through: EventTime) -> impl Future<Output = Result<BTreeSet<ShardId>, StoreError>> + Send;
+    /// Stamps `closing_through` into each of these shards' states (never
+    /// back; a shard without a state is left out) and returns the states as
+    /// they are after it: every later commit was judged against the stamp,
+    /// since a commit is refused if the stamp moved.
+    fn stamp_shard_states(
+        &self,
+        shards: &[ShardId],
+        closing_through: EventTime,
+    ) -> impl Future<Output = Result<BTreeMap<ShardId, ShardState>, StoreError>> + Send;
     /// Records the pass's observation of the open panes (when each was first
     /// listed), unless a later one is recorded already.
     fn save_observation(&self, observation: &PaneObservation) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -269,7 +286,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         if !new.is_empty() {
             self.store.remember_shards(&new).await.map_err(|e| e.to_string())?;
         }
-        let shard_ids: Vec<ShardId> = listed.union(&closer.known_shards).cloned().collect();
+        let mut shard_ids: Vec<ShardId> = listed.union(&closer.known_shards).cloned().collect();
         let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
         let mut global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
         // A quiet stream (bounded mode): worth asking Kinesis only when it would close more.
@@ -314,17 +331,21 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             self.store.save_observation(&observation).await.map_err(|e| e.to_string())?;
         }
 
-        // Phase one: announce what this pass closes before reading anything; an
-        // aggregate commit judged against an older announcement is refused.
+        // Phase one: announce what this pass closes before reading anything, and
+        // stamp it into every shard state; an aggregate commit judged against an
+        // older announcement is refused. Stamped again on every pass that
+        // closes, so a pass that died between the two phases is made whole.
         let through = watermark.map(|w| closable_through(&s.window, w));
-        let states = match through.filter(|t| closer.closing_through.is_none_or(|c| *t > c) && closer.closed_through.is_none_or(|c| *t > c))
-        {
+        let states = match through.filter(|t| closer.closed_through.is_none_or(|c| *t > c)) {
             Some(through) => {
-                self.store.announce_closing(through).await.map_err(|e| e.to_string())?;
-                // A batch committed between the first read and the announcement
-                // may list panes the first read did not; every later commit was
-                // judged against the announcement (its transaction checks it).
-                self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?
+                let known = if closer.closing_through.is_none_or(|c| through > c) {
+                    self.store.announce_closing(through).await.map_err(|e| e.to_string())?
+                } else {
+                    closer.known_shards.clone()
+                };
+                shard_ids = listed.union(&known).cloned().collect();
+                let announced = closer.closing_through.map_or(through, |c| c.max(through));
+                self.store.stamp_shard_states(&shard_ids, announced).await.map_err(|e| e.to_string())?
             }
             None => states,
         };
@@ -333,12 +354,19 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
 
         // Late data first: those windows are older than any still open.
         let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
+        // Read after the markers: a marker is written before its commit's state,
+        // so a marker counts as served only by states that include its commit.
+        let states = if markers.is_empty() { states } else { self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())? };
         let mut by_window: BTreeMap<WindowStart, Vec<StoredMarker>> = BTreeMap::new();
         for marker in markers {
             by_window.entry(marker.window).or_default().push(marker);
         }
         let marker_set =
             |markers: &[StoredMarker]| -> BTreeMap<ShardId, SeqNum> { markers.iter().map(|m| (m.shard.clone(), m.seq.clone())).collect() };
+        // Re-emission reads every shard, sealed panes too: open panes are pruned once their windows are closed.
+        let every_shard = |pane: PaneStart| -> Vec<(ShardId, Vec<LogRef>)> {
+            shard_ids.iter().map(|id| (id.clone(), states.get(id).map(|state| state.refs_of(pane)).unwrap_or_default())).collect()
+        };
         let mut refused = BTreeSet::new();
         for (window, markers) in &by_window {
             if self.out_of_time(clock, deadline) {
@@ -348,14 +376,17 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
                 refused.insert(*window);
                 continue;
             }
-            // Re-emission reads every shard: open panes are pruned once their windows are closed.
-            let emitted =
-                self.emit_window(*window, &|_| shard_ids.clone(), true, &marker_set(markers), &mut pass, clock, deadline, report).await?;
+            let emitted = self.emit_window(*window, &every_shard, true, &marker_set(markers), &mut pass, clock, deadline, report).await?;
             if emitted == Emitted::OutOfTime {
                 return Ok(());
             }
             for marker in markers {
-                self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
+                let served = states.get(&marker.shard).is_some_and(|state| state.has_applied(&marker.seq));
+                if served {
+                    self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
+                } else {
+                    tracing::info!(window = %EventTime(window.0).to_rfc3339(), shard = %marker.shard, seq = %marker.seq, "re-emit marker kept: its commit has not landed yet (or never will: then the shard's next records serve it)");
+                }
             }
             report.windows_reemitted += 1;
         }
@@ -366,8 +397,12 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         // A pane is read from the shards whose state lists it: a batch committed
         // after these states were read was judged against the announcement,
         // so it re-emits the window.
-        let listing = |pane: PaneStart| -> Vec<ShardId> {
-            states.iter().filter(|(_, state)| state.open_panes.contains_key(&pane)).map(|(id, _)| id.clone()).collect()
+        let listing = |pane: PaneStart| -> Vec<(ShardId, Vec<LogRef>)> {
+            states
+                .iter()
+                .filter(|(_, state)| state.open_panes.contains_key(&pane))
+                .map(|(id, state)| (id.clone(), state.refs_of(pane)))
+                .collect()
         };
         for (i, window) in windows.iter().enumerate() {
             let left_open = (windows.len() - i) as u64;
@@ -458,7 +493,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
     async fn emit_window(
         &self,
         window: WindowStart,
-        shards_of: &(dyn Fn(PaneStart) -> Vec<ShardId> + Sync),
+        shards_of: &(dyn Fn(PaneStart) -> Vec<(ShardId, Vec<LogRef>)> + Sync),
         every_shard: bool,
         markers: &BTreeMap<ShardId, SeqNum>,
         pass: &mut Pass,
@@ -473,7 +508,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             }
             let shards = shards_of(pane);
             let partials: Vec<Vec<(MetricKey, PartialValue)>> =
-                stream::iter(shards.iter().map(|shard| self.store.read_partials(pane, shard)))
+                stream::iter(shards.iter().map(|(shard, refs)| self.store.read_partials(pane, shard, refs, every_shard)))
                     .buffer_unordered(READ_CONCURRENCY)
                     .try_collect()
                     .await
@@ -591,7 +626,13 @@ mod tests {
         async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn read_partials(&self, pane: PaneStart, _: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        async fn read_partials(
+            &self,
+            pane: PaneStart,
+            _: &ShardId,
+            _: &[LogRef],
+            _: bool,
+        ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
             Ok(if pane.0 == WINDOW.0 { self.partials.clone() } else { Vec::new() })
         }
         async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
@@ -600,12 +641,15 @@ mod tests {
         async fn delete_reemit_marker(&self, _: &StoredMarker) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn announce_closing(&self, through: EventTime) -> Result<(), StoreError> {
+        async fn announce_closing(&self, through: EventTime) -> Result<BTreeSet<ShardId>, StoreError> {
             let mut state = self.state.lock().unwrap();
             if state.closing_through.is_none_or(|c| c < through) {
                 state.closing_through = Some(through);
             }
-            Ok(())
+            Ok(state.known_shards.clone())
+        }
+        async fn stamp_shard_states(&self, shards: &[ShardId], _: EventTime) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+            self.load_shard_states(shards).await
         }
         async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {
             self.state.lock().unwrap().observation = observation.clone();

@@ -6,19 +6,22 @@
 //! 3. decode, validate, judge the lateness of and pre-aggregate the rest by
 //!    (pane, metric, key), and name the windows their trips make late or that
 //!    the closer has announced it is closing;
-//! 4. commit in one transaction: each touched pane's packed delta (or, when
-//!    its log has grown, a compaction of it) appended to the shard's pane log,
-//!    the re-emit markers, and the shard state (watermark, applied sequence,
-//!    counters), on the conditions that nobody moved the shard state and that
-//!    the closer announced nothing new since step 1;
-//! 5. on a refused condition, reload and judge again; on a store error,
+//! 4. write the batch item (each touched pane's packed delta or, when its log
+//!    has grown, a compaction of it), the re-emit markers and the seals of the
+//!    panes the previous commit pruned, with plain puts;
+//! 5. commit: write the shard state (watermark, applied sequence, counters,
+//!    and per open pane the items that hold it, now with this one) on the
+//!    condition that nobody moved it, nor the closer's `closing_through`
+//!    stamp in it, since step 1;
+//! 6. on a refused condition, reload and judge again; on a store error,
 //!    report a retry from the first record not committed.
 //!
-//! A commit lands whole or not at all, so whatever the delivery history
-//! (duplicates, retries, re-cut batches, a crash anywhere, a timed-out
-//! invocation's request landing late) every record's effect is applied once:
-//! see docs/ARCHITECTURE.md for the argument, and the property tests and the
-//! whole-pipeline simulation for the check.
+//! Only a committed state makes an item count, and the state lands whole or
+//! not at all, so whatever the delivery history (duplicates, retries, re-cut
+//! batches, a crash anywhere, a timed-out invocation's request landing late)
+//! every record's effect is applied once: see docs/ARCHITECTURE.md for the
+//! argument, and the property tests and the whole-pipeline simulation for
+//! the check.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,10 +29,10 @@ use crate::aggregate::BatchAggregate;
 use crate::event::{decode, validate_trip, Event, InvalidReason, TripFacts};
 use crate::geo::{Areas, GeohashPrecision};
 use crate::metrics::BatchMetrics;
-use crate::pack::{merge_into, pack, Partials};
+use crate::pack::{merge_into, pack_batch, Partials};
 use crate::seq::SeqNum;
-use crate::shard::{Counters, PaneLogSize, ShardId, ShardState};
-use crate::store::{Commit, CommitOutcome, PaneAppend, PartialStore, ReemitMarker, StoreError};
+use crate::shard::{Counters, PaneLog, ShardId, ShardState};
+use crate::store::{Commit, CommitOutcome, LogWrite, PartialStore, ReemitMarker, Seal, StoreError};
 use crate::time::{EventTime, WallTime};
 use crate::watermark::{CloserProgress, Lateness, WatermarkMode};
 use crate::window::{PaneStart, WindowSpec, WindowStart};
@@ -41,15 +44,21 @@ const SAMPLE_BYTES: usize = 160;
 /// Refused commits in a row ("the state or the closer moved, judge again")
 /// before giving up and asking for a retry.
 const MAX_CONFLICT_ROUNDS: usize = 3;
-/// Items and payload bytes of one transaction, below DynamoDB's 100 and 4 MB.
-const MAX_COMMIT_ITEMS: usize = 100;
-const MAX_COMMIT_BYTES: usize = 3 * 1024 * 1024;
-/// Open panes a shard state may list (about 25 bytes each in the item, far
-/// under DynamoDB's 400 KB). A batch that would open more waits, with an
-/// error in the log, until the closer closes windows: only a closer that has
-/// not advanced for weeks of event time, or a flood of bogus timestamps, gets
+/// Open panes a shard state may list (about 12 bytes each in the item, plus
+/// their references). A batch that would open more waits, with an error in
+/// the log, until the closer closes windows: only a closer that has not
+/// advanced for weeks of event time, or a flood of bogus timestamps, gets
 /// here, and the shard's growing iterator age pages someone.
 pub const MAX_OPEN_PANES: usize = 4096;
+/// Items one open pane's log may refer to before a batch touching it
+/// compacts it: a reader fetches at most this many items per pane.
+pub const MAX_PANE_REFS: usize = 8;
+/// References to items the open panes may hold in all (about 20 bytes
+/// each); past it a commit also compacts untouched panes, those with the
+/// most references first. With [`MAX_OPEN_PANES`] and the pending seals this
+/// keeps the state item under about 280 KB, below DynamoDB's 400 KB
+/// (tested in `the_largest_state_stays_far_under_the_item_limit`).
+pub const MAX_STATE_REFS: usize = 4096;
 
 /// Settings of the aggregate function's analytics.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,10 +79,9 @@ pub struct IngestSettings {
     /// knob; tests lower it to compact all the time.
     pub compaction_min_bytes: u32,
     /// Panes plus re-emitted windows one commit may touch; a batch that
-    /// touches more is committed in several transactions. A transaction holds
-    /// at most 100 items and 4 MB (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html):
-    /// 64 leaves room for the state, the closer check and large panes' extra
-    /// parts. Not a deployment knob; tests lower it to split batches.
+    /// touches more is committed in several commits. It bounds the references
+    /// and markers one commit adds. Not a deployment knob; tests lower it to
+    /// split batches.
     pub max_touched_per_commit: usize,
 }
 
@@ -174,7 +182,9 @@ impl<S: PartialStore> Aggregator<S> {
         let mut rest = records;
         let mut refused = 0;
         loop {
-            let plan = plan_batch(&self.settings, shard, rest, &state, &progress, now);
+            // The closer's stamp in the state may be newer than the closer item read: judge against the later.
+            let judged = CloserProgress { closing_through: progress.closing_through.max(state.closing_through), ..progress };
+            let plan = plan_batch(&self.settings, shard, rest, &state, &judged, now);
             if plan.fresh.is_empty() {
                 let retry_from = plan.held_back.then(|| rest[plan.consumed].seq.clone());
                 if let Some(seq) = &retry_from {
@@ -184,7 +194,7 @@ impl<S: PartialStore> Aggregator<S> {
                 metrics.retry_requested = retry_from.is_some();
                 return BatchReport { retry_from, metrics };
             }
-            let attempt = match self.commit(shard, &state, &progress, &plan, now, &mut metrics).await {
+            let attempt = match self.commit(shard, &state, &judged, &plan, now, &mut metrics).await {
                 Ok(attempt) => attempt,
                 Err(e) => return self.retry(metrics, &plan.fresh[0].record.seq, "committing the batch", &e),
             };
@@ -234,39 +244,72 @@ impl<S: PartialStore> Aggregator<S> {
     ) -> Result<Attempt, StoreError> {
         let spec = &self.settings.window;
         let mut next = state.clone();
-        let applied = self.fold(&mut next, &plan.fresh, progress, now);
-        let appends = self.appends(shard, state, plan, now).await?;
-        for append in &appends {
-            // A pane the fold pruned (its windows are closed) is not tracked: late data travels by markers.
-            if let Some(size) = next.open_panes.get_mut(&append.pane) {
-                let bytes = append.bytes() as u32;
-                *size = if append.compacted {
-                    PaneLogSize { compacted: bytes, since: 0 }
+        let applied = self.fold(&mut next, &plan.fresh, now);
+        let seq = next.applied_seq.clone().expect("the plan has fresh records");
+        if state.applied_seq.is_none() {
+            // A first commit carries the closer's value it was judged against (and checks it).
+            next.closing_through = progress.closing_through;
+        }
+        let sections = self.sections(shard, state, plan).await?;
+        let item = (!sections.is_empty()).then(|| pack_batch(shard, &seq, sections.iter().map(|(pane, (partials, _))| (*pane, partials))));
+        let mut item_expires_at = now.as_event_time();
+        if let Some(item) = &item {
+            for (pane, (_, compacted)) in &sections {
+                let bytes = item.sections[pane];
+                let log = next.open_panes.entry(*pane).or_default();
+                *log = if *compacted {
+                    PaneLog { refs: vec![item.log_ref], compacted: bytes, since: 0 }
                 } else {
-                    PaneLogSize { since: size.since + bytes, ..*size }
+                    let mut refs = std::mem::take(&mut log.refs);
+                    refs.push(item.log_ref);
+                    PaneLog { refs, since: log.since + bytes, ..*log }
                 };
+                item_expires_at = item_expires_at.max(self.pane_expires_at(*pane, now));
             }
         }
-        let seq = next.applied_seq.clone().expect("the plan has fresh records");
+        // The previous commit's prunes are sealed by this one; this one's, by the next.
+        let seals: Vec<Seal> = match &state.applied_seq {
+            Some(sealed_at) => state
+                .sealing
+                .iter()
+                .map(|(pane, refs)| Seal {
+                    pane: *pane,
+                    sealed_at: sealed_at.clone(),
+                    refs: refs.clone(),
+                    expires_at: self.pane_expires_at(*pane, now),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        next.sealing.clear();
+        // Panes whose every window the closer has emitted need no tracking: late data
+        // for them travels by re-emit markers, and re-emission finds them by their seal.
+        if let Some(closed_through) = progress.closed_through {
+            let closed: Vec<_> = next
+                .open_panes
+                .keys()
+                .copied()
+                .filter(|pane| spec.window_end(spec.last_window_containing(*pane)) <= closed_through)
+                .collect();
+            for pane in closed {
+                let log = next.open_panes.remove(&pane).expect("listed above");
+                next.sealing.insert(pane, log.refs);
+            }
+        }
         let markers = plan
             .reemit
             .iter()
             .map(|w| ReemitMarker { window: *w, seq: seq.clone(), expires_at: self.expires_at(spec.window_end(*w), now) })
             .collect();
-        let commit = Commit {
-            shard,
-            expected: state.applied_seq.as_ref(),
-            closing_through: progress.closing_through,
-            state: &next,
-            appends,
-            markers,
-        };
+        let write = LogWrite { item, item_expires_at, markers, seals };
+        self.store.write_log(shard, &write).await?;
+        let commit = Commit { shard, expected: state.applied_seq.as_ref(), state: &next };
         match self.store.commit(&commit).await? {
             CommitOutcome::Committed { capacity_units } => {
                 metrics.commits += 1;
-                metrics.log_items += commit.appends.iter().map(|a| a.parts.len() as u64).sum::<u64>();
-                metrics.compactions += commit.appends.iter().filter(|a| a.compacted).count() as u64;
-                metrics.marker_writes += commit.markers.len() as u64;
+                metrics.batch_item_parts += write.item.as_ref().map_or(0, |item| item.parts.len() as u64);
+                metrics.compactions += sections.values().filter(|(_, compacted)| *compacted).count() as u64;
+                metrics.marker_writes += write.markers.len() as u64;
                 metrics.consumed_capacity_units += capacity_units;
                 metrics.applied.add(&applied);
                 metrics.watermark = next.watermark.watermark;
@@ -277,50 +320,54 @@ impl<S: PartialStore> Aggregator<S> {
         }
     }
 
-    /// Each touched pane's delta, or a compaction of its log where the log has
-    /// outgrown its last compaction and the transaction has room for it.
-    async fn appends(
+    /// The batch item's sections: each touched pane's delta, or a compaction
+    /// of its log where the log has outgrown its last compaction or refers
+    /// to too many items; and compactions of untouched panes while the state
+    /// refers to too many items in all. `true` marks a compaction.
+    async fn sections(
         &self,
         shard: &ShardId,
         state: &ShardState,
         plan: &BatchPlan<'_>,
-        now: WallTime,
-    ) -> Result<Vec<PaneAppend>, StoreError> {
-        let spec = &self.settings.window;
-        let mut appends: Vec<PaneAppend> = plan
-            .panes
-            .iter()
-            .map(|(pane, partials)| PaneAppend {
-                pane: *pane,
-                compacted: false,
-                parts: pack(partials),
-                expires_at: self.expires_at(spec.window_end(spec.last_window_containing(*pane)), now),
-            })
-            .collect();
-        let mut items = appends.iter().map(|a| a.parts.len()).sum::<usize>() + plan.reemit.len() + 2;
-        let mut bytes: usize = appends.iter().map(PaneAppend::bytes).sum();
-        for append in &mut appends {
-            let size = state.open_panes.get(&append.pane).copied().unwrap_or_default();
-            if size.since + append.bytes() as u32 <= size.compacted.max(self.settings.compaction_min_bytes) {
+    ) -> Result<BTreeMap<PaneStart, (Partials, bool)>, StoreError> {
+        let mut sections = BTreeMap::new();
+        for (pane, delta) in &plan.panes {
+            let log = state.open_panes.get(pane);
+            let bytes = crate::pack::pack(delta).len() as u32;
+            let outgrown = log.is_some_and(|log| {
+                log.refs.len() + 1 > MAX_PANE_REFS || log.since + bytes > log.compacted.max(self.settings.compaction_min_bytes)
+            });
+            if !outgrown {
+                sections.insert(*pane, (delta.clone(), false));
                 continue;
             }
-            let mut whole = self.store.read_pane_log(shard, append.pane).await?;
-            merge_into(&mut whole, plan.panes[&append.pane].iter().map(|(k, v)| (*k, *v)));
-            let parts = pack(&whole);
-            let (more_items, more_bytes) = (parts.len() - append.parts.len(), parts.iter().map(Vec::len).sum::<usize>() - append.bytes());
-            if items + more_items > MAX_COMMIT_ITEMS || bytes + more_bytes > MAX_COMMIT_BYTES {
-                continue;
-            }
-            (items, bytes) = (items + more_items, bytes + more_bytes);
-            append.parts = parts;
-            append.compacted = true;
+            let mut whole = self.read_log(shard, *pane, state).await?;
+            merge_into(&mut whole, delta.iter().map(|(k, v)| (*k, *v)));
+            sections.insert(*pane, (whole, true));
         }
-        Ok(appends)
+        let mut refs = state.open_panes.values().map(|log| log.refs.len()).sum::<usize>() + plan.panes.len();
+        refs -= sections.iter().filter(|(_, (_, compacted))| *compacted).map(|(pane, _)| state.open_panes[pane].refs.len()).sum::<usize>();
+        let mut untouched: Vec<(&PaneStart, &PaneLog)> =
+            state.open_panes.iter().filter(|(pane, log)| !plan.panes.contains_key(pane) && log.refs.len() > 1).collect();
+        untouched.sort_by_key(|(pane, log)| (std::cmp::Reverse(log.refs.len()), **pane));
+        for (pane, log) in untouched {
+            if refs <= MAX_STATE_REFS {
+                break;
+            }
+            sections.insert(*pane, (self.read_log(shard, *pane, state).await?, true));
+            refs -= log.refs.len() - 1;
+        }
+        Ok(sections)
+    }
+
+    async fn read_log(&self, shard: &ShardId, pane: PaneStart, state: &ShardState) -> Result<Partials, StoreError> {
+        let refs = state.open_panes.get(&pane).map(|log| log.refs.as_slice()).unwrap_or_default();
+        self.store.read_pane(shard, pane, refs).await
     }
 
     /// The shard state after `records`, and the counters they add.
-    fn fold(&self, state: &mut ShardState, records: &[Fresh<'_>], progress: &CloserProgress, now: WallTime) -> Counters {
-        let (mode, window) = (self.settings.watermark_mode, self.settings.window);
+    fn fold(&self, state: &mut ShardState, records: &[Fresh<'_>], now: WallTime) -> Counters {
+        let mode = self.settings.watermark_mode;
         let mut added = Counters { records: records.len() as u64, ..Counters::default() };
         for f in records {
             match &f.outcome {
@@ -328,7 +375,6 @@ impl<S: PartialStore> Aggregator<S> {
                     added.trips_aggregated += 1;
                     added.late += u64::from(!reemit.is_empty());
                     state.watermark.observe_trip(facts.event_time, mode);
-                    state.open_panes.entry(window.pane_of(facts.event_time)).or_default();
                 }
                 Outcome::DroppedLate { facts } => {
                     added.dropped_late += 1;
@@ -344,14 +390,15 @@ impl<S: PartialStore> Aggregator<S> {
         if let Some(last) = records.last() {
             state.applied_seq = Some(last.record.seq.clone());
         }
-        // Panes whose every window the closer has emitted need no tracking:
-        // late data for them travels by re-emit markers.
-        if let Some(closed_through) = progress.closed_through {
-            state.open_panes.retain(|pane, _| window.window_end(window.last_window_containing(*pane)) > closed_through);
-        }
         state.updated_at = Some(now);
         state.counters.add(&added);
         added
+    }
+
+    /// When the items holding `pane`'s partials may expire.
+    fn pane_expires_at(&self, pane: PaneStart, now: WallTime) -> EventTime {
+        let spec = &self.settings.window;
+        self.expires_at(spec.window_end(spec.last_window_containing(pane)), now)
     }
 
     /// DynamoDB's TTL compares `expires_at` with the wall clock, so the item
@@ -494,4 +541,31 @@ fn sample(data: &[u8]) -> String {
         text.push_str(&format!("… ({} bytes)", data.len()));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{pack_panes, LogRef};
+
+    #[test]
+    fn the_largest_state_stays_far_under_the_item_limit() {
+        // Every bound at once: the most open panes, the most references plus a commit's
+        // worth, as many pending seals, and digests that take the most bytes.
+        let log_ref = |i: usize| LogRef { digest: u128::MAX - i as u128, parts: u16::MAX };
+        let refs_in_all = MAX_STATE_REFS + IngestSettings::default().max_touched_per_commit;
+        let mut state = ShardState::default();
+        for p in 0..MAX_OPEN_PANES {
+            let per_pane = refs_in_all / MAX_OPEN_PANES + usize::from(p < refs_in_all % MAX_OPEN_PANES);
+            let refs: Vec<LogRef> = (0..per_pane).map(|r| log_ref(2 * p + r)).collect();
+            state
+                .open_panes
+                .insert(PaneStart(2_000_000_000 + 600 * p as i64), PaneLog { refs: refs.clone(), compacted: u32::MAX, since: u32::MAX });
+            state.sealing.insert(PaneStart(1_000_000_000 + 600 * p as i64), refs);
+        }
+        assert_eq!(state.ref_count(), 2 * refs_in_all);
+        // The rest of the item (keys, counters, watermark, sequence number) is under 2 KB.
+        let bytes = pack_panes(&state).len() + 2048;
+        assert!(bytes < 320 * 1024, "{bytes} bytes, against DynamoDB's 400 KB");
+    }
 }

@@ -15,12 +15,12 @@ pub struct BatchMetrics {
     /// Records at or below the shard's applied sequence number (redeliveries).
     pub redelivered: u64,
     pub applied: Counters,
-    /// Transactions committed (each one advances the shard state).
+    /// Shard states committed (each one advances the shard state).
     pub commits: u64,
-    /// Commits refused because the shard state or the closer's announcement moved.
+    /// Commits refused because the shard state or the closer's stamp in it moved.
     pub refused_commits: u64,
-    /// Pane log items written (deltas and compactions, counted per part).
-    pub log_items: u64,
+    /// Batch items written, counted per part.
+    pub batch_item_parts: u64,
     pub compactions: u64,
     pub marker_writes: u64,
     pub consumed_capacity_units: f64,
@@ -80,7 +80,7 @@ impl BatchMetrics {
             count("DroppedLateTrips", self.applied.dropped_late),
             count("Commits", self.commits),
             count("RefusedCommits", self.refused_commits),
-            count("PaneLogItems", self.log_items),
+            count("BatchItemParts", self.batch_item_parts),
             count("Compactions", self.compactions),
             count("ReemitMarkerWrites", self.marker_writes),
             count("ConsumedWriteCapacityUnits", self.consumed_capacity_units),

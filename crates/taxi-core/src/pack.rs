@@ -1,35 +1,42 @@
-//! Partials in packed form, and the pane log that stores them.
+//! Partials in packed form, and the batch items that store them.
 //!
-//! One shard's partials of one pane live in a *pane log*: an append-only list
-//! of items keyed by the sequence number of the batch commit that wrote them.
-//! Each commit that touches the pane appends its delta; now and then a commit
-//! appends a *compaction* instead, which holds everything before it plus its
-//! own delta. A reader therefore needs only the newest compaction and the
-//! deltas after it: [`PaneLogReader`] takes the items newest first and says
-//! when it has enough, so a read costs what the pane holds, not how many
-//! batches fed it.
+//! Each batch commit writes one *batch item*: for every pane the batch
+//! touches, a section with the batch's partials of that pane (a delta), or,
+//! when the pane's log has grown, everything the pane holds (a compaction).
+//! The shard state lists, per open pane, the items that hold its partials
+//! since its newest compaction ([`LogRef`]), so a reader fetches exactly
+//! those; an item no committed state lists (an attempt that died before its
+//! commit) is never read. Items are named by a digest of their content and
+//! commit, so two attempts of one batch never overwrite each other's item.
 //!
-//! An item's payload is the partials, sorted, as varints (postcard): the
+//! A section's payload is the partials, sorted, as varints (postcard): the
 //! cells as integers, delta-coded within a group of the same metric, about
-//! five bytes per partial instead of a ~60-byte DynamoDB item each.
+//! five bytes per partial instead of a ~60-byte DynamoDB item each. An item
+//! larger than [`MAX_PART_BYTES`] is split into parts, each its own DynamoDB
+//! item, so every item stays far below DynamoDB's 400 KB.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
 use crate::aggregate::{MetricKey, PartialValue};
 use crate::geo::{Airport, Cell};
 use crate::seq::SeqNum;
+use crate::shard::ShardId;
+use crate::window::PaneStart;
 
 /// One pane's partials of one shard, in key order.
 pub type Partials = BTreeMap<MetricKey, PartialValue>;
 
-/// The largest payload of one item. DynamoDB items are at most 400 KB; a
-/// pane's partials larger than this are split into several parts, so an item
-/// stays far below the limit whatever the load.
+/// The largest payload of one stored item. DynamoDB items are at most
+/// 400 KB; a batch item larger than this is split into several parts, so an
+/// item stays far below the limit whatever the load.
 pub const MAX_PART_BYTES: usize = 64 * 1024;
 
 const FORMAT_VERSION: u8 = 1;
+const BATCH_FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a packed partials payload is corrupt or of an unknown format: {0}")]
@@ -88,16 +95,9 @@ fn key_of(group: &Group, bits: u64) -> Option<MetricKey> {
     }
 }
 
-fn varint_len(n: u64) -> usize {
-    (64 - n.leading_zeros() as usize).max(1).div_ceil(7)
-}
-
-/// The partials as one or more payloads of at most [`MAX_PART_BYTES`] each
-/// (none for no partials). Parts are independent: each decodes alone.
-pub fn pack<'a>(partials: impl IntoIterator<Item = (&'a MetricKey, &'a PartialValue)>) -> Vec<Vec<u8>> {
-    let mut parts = Vec::new();
+/// The partials as one payload.
+pub fn pack<'a>(partials: impl IntoIterator<Item = (&'a MetricKey, &'a PartialValue)>) -> Vec<u8> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut bytes = 0;
     let mut previous = 0;
     for (key, value) in partials {
         let ((metric, airport, cell_len), bits) = group_of(key);
@@ -105,21 +105,15 @@ pub fn pack<'a>(partials: impl IntoIterator<Item = (&'a MetricKey, &'a PartialVa
         if !same_group {
             groups.push(Group { metric, airport, cell_len, entries: Vec::new() });
             previous = 0;
-            bytes += 8;
         }
-        let entry = Entry { cell_delta: bits - previous, count: value.count, sum_s: value.sum_s };
+        groups.last_mut().expect("pushed above").entries.push(Entry {
+            cell_delta: bits - previous,
+            count: value.count,
+            sum_s: value.sum_s,
+        });
         previous = bits;
-        bytes += varint_len(entry.cell_delta) + varint_len(entry.count) + varint_len(entry.sum_s);
-        groups.last_mut().expect("pushed above").entries.push(entry);
-        if bytes + 64 >= MAX_PART_BYTES {
-            parts.push(encode(std::mem::take(&mut groups)));
-            bytes = 0;
-        }
     }
-    if !groups.is_empty() {
-        parts.push(encode(groups));
-    }
-    parts
+    encode(groups)
 }
 
 fn encode(groups: Vec<Group>) -> Vec<u8> {
@@ -151,65 +145,120 @@ pub fn merge_into(into: &mut Partials, more: impl IntoIterator<Item = (MetricKey
     }
 }
 
-/// One item of a pane log as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogItem {
-    /// The commit that wrote it.
-    pub seq: SeqNum,
-    /// This item's part number among `parts` (one commit's payload may span several items).
-    pub part: u16,
+/// A reference to one batch item: the digest that names it, and its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogRef {
+    pub digest: u128,
     pub parts: u16,
-    /// A compaction: holds every earlier item of the log too.
-    pub compacted: bool,
-    pub payload: Vec<u8>,
 }
 
-/// Reads a pane log newest item first, and stops at the newest compaction.
-#[derive(Debug, Default)]
-pub struct PaneLogReader {
-    partials: Partials,
-    /// The compaction found: its commit, and how many of its parts are still unread.
-    compaction: Option<(SeqNum, u16)>,
-    done: bool,
-    items: usize,
-    bytes: usize,
+impl LogRef {
+    /// The digest as stored in a sort key: 32 hex digits.
+    pub fn digest_hex(&self) -> String {
+        format!("{:032x}", self.digest)
+    }
+
+    pub fn parse_digest(hex: &str) -> Option<u128> {
+        (hex.len() == 32).then(|| u128::from_str_radix(hex, 16).ok()).flatten()
+    }
 }
 
-impl PaneLogReader {
-    /// Takes the next older item; items after the reader is done are ignored.
-    pub fn push(&mut self, item: &LogItem) -> Result<(), PackError> {
-        if self.done {
-            return Ok(());
-        }
-        match &mut self.compaction {
-            Some((seq, _)) if *seq != item.seq => {
-                self.done = true;
-                return Ok(());
-            }
-            Some((_, unread)) => *unread = unread.saturating_sub(1),
-            None if item.compacted => self.compaction = Some((item.seq.clone(), item.parts.saturating_sub(1))),
-            None => {}
-        }
-        merge_into(&mut self.partials, unpack(&item.payload)?);
-        self.items += 1;
-        self.bytes += item.payload.len();
-        self.done = self.compaction.as_ref().is_some_and(|(_, unread)| *unread == 0);
-        Ok(())
-    }
+#[derive(Serialize, Deserialize)]
+struct BatchPayload {
+    version: u8,
+    sections: Vec<Section>,
+}
 
-    /// True once the newest compaction has been read whole: older items add nothing.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
+#[derive(Serialize, Deserialize)]
+struct Section {
+    pane: i64,
+    /// The pane's partials, [`pack`]ed.
+    partials: Vec<u8>,
+}
 
-    /// Items and payload bytes merged so far.
-    pub fn read(&self) -> (usize, usize) {
-        (self.items, self.bytes)
-    }
+/// One commit's batch item, packed and split into parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchItem {
+    pub log_ref: LogRef,
+    pub parts: Vec<Vec<u8>>,
+    /// Each pane's section and its payload bytes.
+    pub sections: BTreeMap<PaneStart, u32>,
+}
 
-    pub fn finish(self) -> Partials {
-        self.partials
+impl BatchItem {
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
     }
+}
+
+/// The batch item of the commit of `shard` up to `seq` that holds these panes' partials.
+/// Its digest covers the shard, the commit and the content, so it names this item alone.
+pub fn pack_batch<'a>(shard: &ShardId, seq: &SeqNum, panes: impl IntoIterator<Item = (PaneStart, &'a Partials)>) -> BatchItem {
+    let sections: Vec<Section> = panes.into_iter().map(|(pane, partials)| Section { pane: pane.0, partials: pack(partials) }).collect();
+    let sizes = sections.iter().map(|s| (PaneStart(s.pane), s.partials.len() as u32)).collect();
+    let blob = postcard::to_allocvec(&BatchPayload { version: BATCH_FORMAT_VERSION, sections }).expect("encoding into a Vec cannot fail");
+    let mut hasher = Sha256::new();
+    hasher.update(shard.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(seq.to_sort_key().as_bytes());
+    hasher.update([0]);
+    hasher.update(&blob);
+    let hash = hasher.finalize();
+    let digest = u128::from_be_bytes(hash[..16].try_into().expect("a SHA-256 hash has 32 bytes"));
+    let parts: Vec<Vec<u8>> = blob.chunks(MAX_PART_BYTES).map(<[u8]>::to_vec).collect();
+    BatchItem { log_ref: LogRef { digest, parts: parts.len() as u16 }, parts, sections: sizes }
+}
+
+/// The partials of `pane` in a batch item, given its parts in order.
+pub fn pane_partials(parts: &[Vec<u8>], pane: PaneStart) -> Result<Vec<(MetricKey, PartialValue)>, PackError> {
+    let blob = parts.concat();
+    let payload: BatchPayload = postcard::from_bytes(&blob).map_err(|e| PackError(e.to_string()))?;
+    if payload.version != BATCH_FORMAT_VERSION {
+        return Err(PackError(format!("batch format version {} (this build reads {BATCH_FORMAT_VERSION})", payload.version)));
+    }
+    match payload.sections.iter().find(|s| s.pane == pane.0) {
+        Some(section) => unpack(&section.partials),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A seal's references, packed.
+pub fn pack_refs(refs: &[LogRef]) -> Vec<u8> {
+    postcard::to_allocvec(refs).expect("encoding into a Vec cannot fail")
+}
+
+pub fn unpack_refs(bytes: &[u8]) -> Result<Vec<LogRef>, PackError> {
+    postcard::from_bytes(bytes).map_err(|e| PackError(e.to_string()))
+}
+
+/// The shard state's pane lists, packed: (pane, log) pairs and pending seals.
+#[derive(Serialize, Deserialize)]
+struct PanesPayload {
+    version: u8,
+    open: Vec<(i64, Vec<LogRef>, u32, u32)>,
+    sealing: Vec<(i64, Vec<LogRef>)>,
+}
+
+/// A shard state's `open_panes` and `sealing`, as one binary attribute.
+pub fn pack_panes(state: &crate::shard::ShardState) -> Vec<u8> {
+    let open = state.open_panes.iter().map(|(pane, log)| (pane.0, log.refs.clone(), log.compacted, log.since)).collect();
+    let sealing = state.sealing.iter().map(|(pane, refs)| (pane.0, refs.clone())).collect();
+    postcard::to_allocvec(&PanesPayload { version: BATCH_FORMAT_VERSION, open, sealing }).expect("encoding into a Vec cannot fail")
+}
+
+/// The inverse of [`pack_panes`], into `state`.
+pub fn unpack_panes(bytes: &[u8], state: &mut crate::shard::ShardState) -> Result<(), PackError> {
+    let payload: PanesPayload = postcard::from_bytes(bytes).map_err(|e| PackError(e.to_string()))?;
+    if payload.version != BATCH_FORMAT_VERSION {
+        return Err(PackError(format!("pane list format version {} (this build reads {BATCH_FORMAT_VERSION})", payload.version)));
+    }
+    state.open_panes = payload
+        .open
+        .into_iter()
+        .map(|(pane, refs, compacted, since)| (PaneStart(pane), crate::shard::PaneLog { refs, compacted, since }))
+        .collect();
+    state.sealing = payload.sealing.into_iter().map(|(pane, refs)| (PaneStart(pane), refs)).collect();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,16 +285,31 @@ mod tests {
         })
     }
 
+    fn shard() -> ShardId {
+        ShardId("shardId-000000000001".into())
+    }
+
+    fn seq(n: u64) -> SeqNum {
+        SeqNum::parse(&n.to_string()).unwrap()
+    }
+
     proptest! {
         #[test]
         fn packing_round_trips(partials in partials()) {
-            let parts = pack(&partials);
-            prop_assert_eq!(parts.is_empty(), partials.is_empty());
-            let mut back = Partials::new();
-            for part in &parts {
-                merge_into(&mut back, unpack(part).unwrap());
-            }
+            let back: Partials = unpack(&pack(&partials)).unwrap().into_iter().collect();
             prop_assert_eq!(back, partials);
+        }
+
+        #[test]
+        fn a_batch_item_gives_back_each_panes_partials(panes in proptest::collection::btree_map(0i64..50, partials(), 0..6)) {
+            let panes: BTreeMap<PaneStart, Partials> = panes.into_iter().map(|(p, v)| (PaneStart(p * 600), v)).collect();
+            let item = pack_batch(&shard(), &seq(7), panes.iter().map(|(p, v)| (*p, v)));
+            prop_assert_eq!(item.log_ref.parts as usize, item.parts.len());
+            for (pane, partials) in &panes {
+                let back: Partials = pane_partials(&item.parts, *pane).unwrap().into_iter().collect();
+                prop_assert_eq!(&back, partials);
+            }
+            prop_assert!(pane_partials(&item.parts, PaneStart(-600)).unwrap().is_empty());
         }
     }
 
@@ -259,12 +323,24 @@ mod tests {
             partials.insert(MetricKey::Pickups(cell), PartialValue { count: 3, sum_s: 2_400 });
             partials.insert(MetricKey::AirportCell(Airport::Jfk, cell), PartialValue { count: 1, sum_s: 3_000 });
         }
-        let parts = pack(&partials);
-        let bytes: usize = parts.iter().map(Vec::len).sum();
-        assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", parts.len());
-        assert!(bytes <= partials.len() * 5, "{bytes} bytes for {} partials", partials.len());
-        let back: usize = parts.iter().map(|p| unpack(p).unwrap().len()).sum();
-        assert_eq!(back, partials.len());
+        let item = pack_batch(&shard(), &seq(1), [(PaneStart(0), &partials)]);
+        assert!(item.parts.len() > 1 && item.parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", item.parts.len());
+        assert!(item.bytes() <= partials.len() * 5, "{} bytes for {} partials", item.bytes(), partials.len());
+        assert_eq!(pane_partials(&item.parts, PaneStart(0)).unwrap().len(), partials.len());
+    }
+
+    #[test]
+    fn the_digest_names_one_commit_and_content() {
+        let partials = Partials::from([(MetricKey::Airport(Airport::Jfk), PartialValue { count: 1, sum_s: 10 })]);
+        let other = Partials::from([(MetricKey::Airport(Airport::Jfk), PartialValue { count: 2, sum_s: 10 })]);
+        let digest = |shard: &ShardId, n: u64, p: &Partials| pack_batch(shard, &seq(n), [(PaneStart(0), p)]).log_ref.digest;
+        let a = digest(&shard(), 5, &partials);
+        assert_eq!(a, digest(&shard(), 5, &partials), "deterministic");
+        assert_ne!(a, digest(&shard(), 6, &partials), "another commit");
+        assert_ne!(a, digest(&shard(), 5, &other), "another content");
+        assert_ne!(a, digest(&ShardId("shardId-000000000002".into()), 5, &partials), "another shard");
+        let log_ref = LogRef { digest: a, parts: 1 };
+        assert_eq!(LogRef::parse_digest(&log_ref.digest_hex()), Some(a));
     }
 
     #[test]
@@ -272,34 +348,19 @@ mod tests {
         assert!(unpack(&[]).is_err());
         assert!(unpack(&[9, 0]).is_err(), "unknown version");
         assert!(unpack(&[FORMAT_VERSION, 1, 7, 0, 1, 1, 0, 1, 1]).is_err(), "unknown metric");
-    }
-
-    fn item(seq: u64, part: u16, parts: u16, compacted: bool, count: u64) -> LogItem {
-        let partials = Partials::from([(MetricKey::Airport(Airport::Jfk), PartialValue { count, sum_s: count * 10 })]);
-        LogItem { seq: SeqNum::parse(&seq.to_string()).unwrap(), part, parts, compacted, payload: pack(&partials).remove(0) }
-    }
-
-    #[test]
-    fn the_reader_stops_after_the_newest_compaction_whole() {
-        let mut reader = PaneLogReader::default();
-        // Newest first: two deltas, a compaction of two parts, then what it already holds.
-        let items =
-            [item(9, 0, 1, false, 1), item(8, 0, 1, false, 2), item(7, 1, 2, true, 4), item(7, 0, 2, true, 8), item(5, 0, 1, false, 100)];
-        for (i, item) in items.iter().enumerate() {
-            assert_eq!(reader.is_done(), i == 4, "done once the compaction is read whole");
-            reader.push(item).unwrap();
-        }
-        assert_eq!(reader.read().0, 4);
-        assert_eq!(reader.finish()[&MetricKey::Airport(Airport::Jfk)], PartialValue { count: 15, sum_s: 150 });
+        assert!(pane_partials(&[vec![1, 0]], PaneStart(0)).is_err(), "the first layout's payload");
+        let mut state = crate::shard::ShardState::default();
+        assert!(unpack_panes(&[7], &mut state).is_err());
     }
 
     #[test]
-    fn a_log_without_compaction_is_read_to_its_start() {
-        let mut reader = PaneLogReader::default();
-        for item in [item(3, 0, 1, false, 1), item(2, 0, 1, false, 2), item(1, 0, 1, false, 4)] {
-            reader.push(&item).unwrap();
-        }
-        assert!(!reader.is_done());
-        assert_eq!(reader.finish()[&MetricKey::Airport(Airport::Jfk)].count, 7);
+    fn pane_lists_round_trip() {
+        let r = |d: u128| LogRef { digest: d, parts: 1 };
+        let mut state = crate::shard::ShardState::default();
+        state.open_panes.insert(PaneStart(600), crate::shard::PaneLog { refs: vec![r(1), r(u128::MAX)], compacted: 10, since: 3 });
+        state.sealing.insert(PaneStart(0), vec![r(2)]);
+        let mut back = crate::shard::ShardState::default();
+        unpack_panes(&pack_panes(&state), &mut back).unwrap();
+        assert_eq!(back, state);
     }
 }

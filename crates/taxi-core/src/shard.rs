@@ -6,8 +6,9 @@ use std::fmt;
 
 use crate::counts::Counts;
 use crate::event::InvalidReason;
+use crate::pack::LogRef;
 use crate::seq::SeqNum;
-use crate::time::WallTime;
+use crate::time::{EventTime, WallTime};
 use crate::watermark::ShardWatermark;
 use crate::window::PaneStart;
 
@@ -71,15 +72,26 @@ pub struct ShardState {
     /// Wall time of the last advance; the closer judges idleness from it.
     pub updated_at: Option<WallTime>,
     pub counters: Counters,
+    /// The closer's `closing_through` as the closer stamped it into this item
+    /// (see [`crate::closer::CloserStore::stamp_shard_states`]). A commit
+    /// carries it unchanged and is refused if it moved since the batch was judged.
+    pub closing_through: Option<EventTime>,
     /// Panes this shard has written partials to whose windows the closer has
-    /// not all closed yet: how the closer learns which windows hold data;
-    /// with each, the size of its pane log, which decides when to compact it.
-    pub open_panes: BTreeMap<PaneStart, PaneLogSize>,
+    /// not all closed yet: how the closer learns which windows hold data, and
+    /// where each pane's partials are (the batch items its log refers to).
+    pub open_panes: BTreeMap<PaneStart, PaneLog>,
+    /// Panes pruned from `open_panes` by the last commit (their windows are
+    /// closed), with the items that hold their partials: the next commit
+    /// writes each into a seal item so that re-emission still finds them.
+    pub sealing: BTreeMap<PaneStart, Vec<LogRef>>,
 }
 
-/// Payload bytes of a pane log: of its newest compaction, and of the deltas since.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PaneLogSize {
+/// One open pane's log: the batch items holding its partials (oldest first;
+/// the first is a compaction when `compacted` > 0), and the payload bytes of
+/// the pane's section in its newest compaction and in the deltas since.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaneLog {
+    pub refs: Vec<LogRef>,
     pub compacted: u32,
     pub since: u32,
 }
@@ -87,6 +99,21 @@ pub struct PaneLogSize {
 impl ShardState {
     pub fn has_applied(&self, seq: &SeqNum) -> bool {
         self.applied_seq.as_ref().is_some_and(|applied| seq <= applied)
+    }
+
+    /// The items this state says hold `pane`'s partials: its open log and a pending seal.
+    pub fn refs_of(&self, pane: PaneStart) -> Vec<LogRef> {
+        let open = self.open_panes.get(&pane).map(|log| log.refs.as_slice()).unwrap_or_default();
+        let sealing = self.sealing.get(&pane).map(Vec::as_slice).unwrap_or_default();
+        let mut refs: Vec<LogRef> = open.iter().chain(sealing).copied().collect();
+        refs.sort_unstable();
+        refs.dedup();
+        refs
+    }
+
+    /// References to batch items the state holds (what bounds its size).
+    pub fn ref_count(&self) -> usize {
+        self.open_panes.values().map(|log| log.refs.len()).sum::<usize>() + self.sealing.values().map(Vec::len).sum::<usize>()
     }
 }
 

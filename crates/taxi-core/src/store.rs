@@ -1,12 +1,18 @@
 //! The store behind the exactly-once batch algorithm, as a small trait: the
 //! DynamoDB implementation lives at the edge (`taxi-aws`); the in-memory one
 //! here serves property tests; [`FaultyStore`] injects crashes into either.
+//!
+//! A commit is two steps: [`PartialStore::write_log`] (plain puts of the
+//! batch item, markers and seals), then [`PartialStore::commit`] (the
+//! conditional write of the shard state that refers to the item). Only a
+//! landed state makes the item count, so the commit is atomic without a
+//! transaction (which DynamoDB bills double).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::pack::{LogItem, PackError, PaneLogReader, Partials};
+use crate::pack::{merge_into, pane_partials, BatchItem, LogRef, Partials};
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState};
 use crate::time::EventTime;
@@ -39,52 +45,42 @@ pub struct ReemitMarker {
     pub expires_at: EventTime,
 }
 
-/// What one commit appends to one pane log: its payload parts, written as
-/// items keyed by the commit's sequence number (the new state's `applied_seq`).
+/// A pane pruned from a shard state, sealed: the items holding its partials,
+/// written by the commit after the one that pruned it (`sealed_at`, the
+/// applied sequence of the state that listed it), so that any attempt writes
+/// the same item under the same key.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PaneAppend {
+pub struct Seal {
     pub pane: PaneStart,
-    /// The parts hold the whole pane (a compaction), not only this batch's delta.
-    pub compacted: bool,
-    pub parts: Vec<Vec<u8>>,
+    pub sealed_at: SeqNum,
+    pub refs: Vec<LogRef>,
     pub expires_at: EventTime,
 }
 
-impl PaneAppend {
-    pub fn bytes(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
-    }
+/// What a commit writes before its shard state, with plain puts: its batch
+/// item, its re-emit markers and the seals of the panes the previous commit
+/// pruned. An attempt that dies after these leaves items no committed state
+/// refers to (never read; TTL deletes them) and markers that at worst make
+/// the closer emit a window again with the same documents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogWrite {
+    pub item: Option<BatchItem>,
+    pub item_expires_at: EventTime,
+    pub markers: Vec<ReemitMarker>,
+    pub seals: Vec<Seal>,
 }
 
-/// A batch's effects, committed atomically (DynamoDB TransactWriteItems):
-/// the pane log items, the re-emit markers and the shard state, on two
-/// conditions: the stored state's applied sequence is still `expected`, and
-/// the closer's announced `closing_through` is still the one the batch was
-/// judged against. Either everything lands, or nothing does.
+/// A batch's shard state, written on the condition that the stored state is
+/// still the one the batch was judged on: the same applied sequence and the
+/// same `closing_through` stamp (`state.closing_through`, carried
+/// unchanged). A shard's first commit has no stored state to carry a stamp,
+/// so it checks the closer's own `closing_through` instead, and registers the
+/// shard with the closer, in one transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Commit<'a> {
     pub shard: &'a ShardId,
     pub expected: Option<&'a SeqNum>,
-    pub closing_through: Option<EventTime>,
     pub state: &'a ShardState,
-    pub appends: Vec<PaneAppend>,
-    pub markers: Vec<ReemitMarker>,
-}
-
-impl Commit<'_> {
-    /// The sequence number the commit's items are keyed by.
-    pub fn seq(&self) -> &SeqNum {
-        self.state.applied_seq.as_ref().expect("a commit applies at least one record")
-    }
-
-    /// Items the transaction writes or checks: log parts, markers, the state and the closer check.
-    pub fn items(&self) -> usize {
-        self.appends.iter().map(|a| a.parts.len()).sum::<usize>() + self.markers.len() + 2
-    }
-
-    pub fn payload_bytes(&self) -> usize {
-        self.appends.iter().map(PaneAppend::bytes).sum()
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,12 +88,11 @@ pub enum CommitOutcome {
     Committed {
         capacity_units: f64,
     },
-    /// Someone else moved the shard state; here is what it is now.
+    /// Someone else moved the shard state (a writer, or the closer's stamp); here is what it is now.
     StateMoved {
         current: Box<ShardState>,
     },
-    /// The closer announced a new close since the batch was judged (or wrote
-    /// its item concurrently): judge the batch again.
+    /// A first commit: the closer announced a new close since the batch was judged.
     CloserMoved,
 }
 
@@ -108,52 +103,72 @@ pub trait PartialStore: Send + Sync {
     /// The closer's progress as it concerns `shard`.
     fn load_closer_progress(&self, shard: &ShardId) -> impl Future<Output = Result<CloserProgress, StoreError>> + Send;
 
-    /// The whole of one pane log (consistent read, newest compaction on).
-    fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> impl Future<Output = Result<Partials, StoreError>> + Send;
+    /// One pane's partials from the items `refs` names (consistent reads).
+    fn read_pane(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> impl Future<Output = Result<Partials, StoreError>> + Send;
+
+    fn write_log(&self, shard: &ShardId, write: &LogWrite) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn commit(&self, commit: &Commit<'_>) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+}
+
+/// One pane's partials merged from the items `refs` names, `parts_of`
+/// fetching an item's parts (`None` if it is not there). An item that is
+/// gone was deleted by TTL, as DynamoDB's TTL would have deleted any
+/// partial of a window that waited longer than the retention; it is logged
+/// and left out (the closer refuses such windows, see [`crate::expiry`]).
+pub fn merge_pane<'a>(
+    refs: &[LogRef],
+    pane: PaneStart,
+    parts_of: impl Fn(&LogRef) -> Option<&'a [Vec<u8>]>,
+) -> Result<Partials, StoreError> {
+    let mut partials = Partials::new();
+    for log_ref in refs {
+        let Some(parts) = parts_of(log_ref) else {
+            tracing::error!(item = %log_ref.digest_hex(), pane = pane.0, "a batch item the shard state refers to is gone (deleted by TTL after RETENTION_HOURS?); its partials are left out");
+            continue;
+        };
+        merge_into(&mut partials, pane_partials(parts, pane).map_err(|e| StoreError::Rejected(e.to_string()))?);
+    }
+    Ok(partials)
 }
 
 /// The content of a [`MemoryStore`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryTables {
-    /// (pane, shard) -> the log's items, oldest first.
-    pub pane_logs: BTreeMap<(PaneStart, ShardId), Vec<LogItem>>,
+    /// (shard, digest) -> the batch item's parts.
+    pub batch_items: BTreeMap<(ShardId, u128), Vec<Vec<u8>>>,
+    /// (pane, shard) -> seals by the sequence number that sealed them.
+    pub seals: BTreeMap<(PaneStart, ShardId), BTreeMap<SeqNum, Vec<LogRef>>>,
     pub shard_states: BTreeMap<ShardId, ShardState>,
     pub markers: BTreeMap<(WindowStart, ShardId), SeqNum>,
     pub closer: CloserProgress,
+    /// Shards registered by their first commit.
+    pub registered: BTreeSet<ShardId>,
 }
 
 impl MemoryTables {
-    /// What every pane log holds, merged: comparable whatever the batches were.
+    /// Every pane's committed partials per shard (open, pending a seal and
+    /// sealed), merged: comparable whatever the batches were.
     pub fn partials(&self) -> BTreeMap<(PaneStart, ShardId), Partials> {
-        self.pane_logs.iter().map(|(id, items)| (id.clone(), read_log(items).expect("the memory store packs its own items"))).collect()
-    }
-}
-
-/// A pane log's content, read newest first as a DynamoDB query would.
-pub fn read_log(items: &[LogItem]) -> Result<Partials, PackError> {
-    let mut reader = PaneLogReader::default();
-    for item in items.iter().rev() {
-        if reader.is_done() {
-            break;
+        let mut refs: BTreeMap<(PaneStart, ShardId), BTreeSet<LogRef>> = BTreeMap::new();
+        for (shard, state) in &self.shard_states {
+            for pane in state.open_panes.keys().chain(state.sealing.keys()) {
+                refs.entry((*pane, shard.clone())).or_default().extend(state.refs_of(*pane));
+            }
         }
-        reader.push(item)?;
+        for (id, seals) in &self.seals {
+            refs.entry(id.clone()).or_default().extend(seals.values().flatten());
+        }
+        refs.into_iter()
+            .map(|((pane, shard), refs)| {
+                let refs: Vec<LogRef> = refs.into_iter().collect();
+                let partials = merge_pane(&refs, pane, |r| self.batch_items.get(&(shard.clone(), r.digest)).map(Vec::as_slice))
+                    .expect("the memory store keeps every item");
+                ((pane, shard), partials)
+            })
+            .filter(|(_, partials)| !partials.is_empty())
+            .collect()
     }
-    Ok(reader.finish())
-}
-
-/// The items of one append, keyed by the commit's sequence number.
-pub fn log_items(append: &PaneAppend, seq: &SeqNum) -> Vec<LogItem> {
-    let parts = append.parts.len() as u16;
-    let item = |(part, payload): (usize, &Vec<u8>)| LogItem {
-        seq: seq.clone(),
-        part: part as u16,
-        parts,
-        compacted: append.compacted,
-        payload: payload.clone(),
-    };
-    append.parts.iter().enumerate().map(item).collect()
 }
 
 /// An in-memory store with the same conditional semantics as the DynamoDB one.
@@ -175,6 +190,13 @@ impl MemoryStore {
         self.tables().closer = progress;
     }
 
+    /// What the closer's stamp does to a shard state (see `CloserStore::stamp_shard_states`).
+    pub fn stamp(&self, shard: &ShardId, closing_through: EventTime) {
+        if let Some(state) = self.tables().shard_states.get_mut(shard) {
+            state.closing_through = state.closing_through.max(Some(closing_through));
+        }
+    }
+
     fn tables(&self) -> std::sync::MutexGuard<'_, MemoryTables> {
         self.tables.lock().expect("memory store poisoned")
     }
@@ -189,29 +211,43 @@ impl PartialStore for MemoryStore {
         Ok(self.tables().closer)
     }
 
-    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
+    async fn read_pane(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
         let tables = self.tables();
-        let items = tables.pane_logs.get(&(pane, shard.clone())).map(Vec::as_slice).unwrap_or_default();
-        read_log(items).map_err(|e| StoreError::Rejected(e.to_string()))
+        merge_pane(refs, pane, |r| tables.batch_items.get(&(shard.clone(), r.digest)).map(Vec::as_slice))
+    }
+
+    async fn write_log(&self, shard: &ShardId, write: &LogWrite) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        if let Some(item) = &write.item {
+            tables.batch_items.insert((shard.clone(), item.log_ref.digest), item.parts.clone());
+        }
+        for marker in &write.markers {
+            tables.markers.insert((marker.window, shard.clone()), marker.seq.clone());
+        }
+        for seal in &write.seals {
+            tables.seals.entry((seal.pane, shard.clone())).or_default().insert(seal.sealed_at.clone(), seal.refs.clone());
+        }
+        Ok(())
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
         let mut tables = self.tables();
         let current = tables.shard_states.get(commit.shard);
-        if current.and_then(|s| s.applied_seq.as_ref()) != commit.expected {
+        let moved = match current {
+            None => commit.expected.is_some(),
+            Some(current) => current.applied_seq.as_ref() != commit.expected || current.closing_through != commit.state.closing_through,
+        };
+        if moved {
             return Ok(CommitOutcome::StateMoved { current: Box::new(current.cloned().unwrap_or_default()) });
         }
-        if tables.closer.closing_through != commit.closing_through {
-            return Ok(CommitOutcome::CloserMoved);
-        }
-        for append in &commit.appends {
-            tables.pane_logs.entry((append.pane, commit.shard.clone())).or_default().extend(log_items(append, commit.seq()));
-        }
-        for marker in &commit.markers {
-            tables.markers.insert((marker.window, commit.shard.clone()), marker.seq.clone());
+        if commit.expected.is_none() {
+            if tables.closer.closing_through != commit.state.closing_through {
+                return Ok(CommitOutcome::CloserMoved);
+            }
+            tables.registered.insert(commit.shard.clone());
         }
         tables.shard_states.insert(commit.shard.clone(), commit.state.clone());
-        Ok(CommitOutcome::Committed { capacity_units: commit.items() as f64 })
+        Ok(CommitOutcome::Committed { capacity_units: 1.0 })
     }
 }
 
@@ -317,8 +353,12 @@ impl<S: PartialStore> PartialStore for FaultyStore<S> {
         self.operation(self.inner.load_closer_progress(shard)).await
     }
 
-    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
-        self.operation(self.inner.read_pane_log(shard, pane)).await
+    async fn read_pane(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
+        self.operation(self.inner.read_pane(shard, pane, refs)).await
+    }
+
+    async fn write_log(&self, shard: &ShardId, write: &LogWrite) -> Result<(), StoreError> {
+        self.operation(self.inner.write_log(shard, write)).await
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {

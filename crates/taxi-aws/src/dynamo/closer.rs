@@ -1,16 +1,17 @@
 //! The close-windows function's store: shard states, the closer state with
 //! its lease, partials, re-emit markers and dead letters.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures::{StreamExt, TryStreamExt};
 use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
 use taxi_core::expiry::PaneObservation;
+use taxi_core::pack::LogRef;
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
@@ -22,14 +23,19 @@ use super::{
     MARKER_PK, PK, SK, STATE_SK,
 };
 
-/// BatchGetItem takes at most 100 keys.
-const BATCH_GET_KEYS: usize = 100;
-/// Rounds of retrying keys DynamoDB left unprocessed (throttling) before giving up.
-const UNPROCESSED_ROUNDS: u32 = 8;
-
 fn is_conditional_failure<E>(error: &SdkError<E, impl std::fmt::Debug>, check: impl Fn(&E) -> bool) -> bool {
     error.as_service_error().is_some_and(check)
 }
+
+fn known_shards_attribute(item: &Item) -> BTreeSet<ShardId> {
+    match item.get("known_shards") {
+        Some(AttributeValue::Ss(ids)) => ids.iter().map(|id| ShardId(id.clone())).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Shard states stamped at once by a closer.
+const STAMP_CONCURRENCY: usize = 16;
 
 fn text_attribute<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
@@ -129,49 +135,55 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// `closing_through` into one shard state (never back); the state after it, if it has one.
+    async fn stamp_shard_state(&self, shard: ShardId, closing_through: EventTime) -> Result<Option<(ShardId, ShardState)>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(shard_state_pk(&shard)))
+            .key(SK, AttributeValue::S(STATE_SK.into()))
+            .update_expression("SET closing_through = :through")
+            .condition_expression("attribute_exists(applied_seq) AND (attribute_not_exists(closing_through) OR closing_through < :through)")
+            .expression_attribute_values(":through", number(closing_through.0))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        let item = match result {
+            Ok(out) => {
+                self.consumed.add_write(capacity(out.consumed_capacity()));
+                out.attributes
+            }
+            // No state yet (its first commit checks the closer item), or stamped as far already.
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+                let UpdateItemError::ConditionalCheckFailedException(failed) = e.into_err() else { unreachable!() };
+                failed.item
+            }
+            Err(e) => return Err(store_error("UpdateItem (closing_through stamp)", e)),
+        };
+        item.map(|item| decode_shard_state(&item).map(|state| (shard, state))).transpose()
+    }
+}
+
 impl CloserStore for DynamoStore {
     async fn load_shard_states(&self, shards: &[ShardId]) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
-        let mut states = BTreeMap::new();
-        for chunk in shards.chunks(BATCH_GET_KEYS) {
-            let keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|shard| {
-                    [(PK.to_owned(), AttributeValue::S(shard_state_pk(shard))), (SK.to_owned(), AttributeValue::S(STATE_SK.into()))].into()
-                })
-                .collect();
-            let mut request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::Rejected(e.to_string()))?;
-            for round in 0.. {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request.clone())
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("BatchGetItem", e))?;
-                self.consumed.add_read(out.consumed_capacity().iter().filter_map(|c| c.capacity_units()).sum());
-                for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                    let shard =
-                        text_attribute(item, "shard_id").ok_or_else(|| StoreError::Rejected("a shard state has no shard_id".into()))?;
-                    states.insert(ShardId(shard.to_owned()), decode_shard_state(item)?);
-                }
-                match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                    Some(rest) if !rest.keys().is_empty() => {
-                        if round >= UNPROCESSED_ROUNDS {
-                            return Err(StoreError::Throttled("BatchGetItem kept leaving shard states unprocessed".into()));
-                        }
-                        request = rest.clone();
-                        tokio::time::sleep(Duration::from_millis(50 << round)).await;
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok(states)
+        let keys = shards
+            .iter()
+            .map(|shard| {
+                [(PK.to_owned(), AttributeValue::S(shard_state_pk(shard))), (SK.to_owned(), AttributeValue::S(STATE_SK.into()))].into()
+            })
+            .collect();
+        self.batch_get(keys, "BatchGetItem (shard states)")
+            .await?
+            .iter()
+            .map(|item| {
+                let shard = text_attribute(item, "shard_id").ok_or_else(|| StoreError::Rejected("a shard state has no shard_id".into()))?;
+                Ok((ShardId(shard.to_owned()), decode_shard_state(item)?))
+            })
+            .collect()
     }
 
     async fn load_closer_state(&self) -> Result<CloserState, StoreError> {
@@ -197,10 +209,7 @@ impl CloserStore for DynamoStore {
             watermark: number_attribute(&item, "watermark")?.map(EventTime),
             first_seen,
             excluded: super::excluded_attribute(&item)?,
-            known_shards: match item.get("known_shards") {
-                Some(AttributeValue::Ss(ids)) => ids.iter().map(|id| ShardId(id.clone())).collect(),
-                _ => Default::default(),
-            },
+            known_shards: known_shards_attribute(&item),
             close_cursor: cursor_attribute(&item)?,
             observation: observation_attributes(&item)?,
         })
@@ -239,8 +248,22 @@ impl CloserStore for DynamoStore {
         }
     }
 
-    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        Ok(self.read_log(pane, shard).await?.into_iter().collect())
+    async fn read_partials(
+        &self,
+        pane: PaneStart,
+        shard: &ShardId,
+        refs: &[LogRef],
+        sealed: bool,
+    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        let mut refs = refs.to_vec();
+        if sealed {
+            for seal in self.query_partition(super::seal_pk(pane, shard)).await? {
+                refs.extend(super::partials::refs_attribute(&seal)?);
+            }
+            refs.sort_unstable();
+            refs.dedup();
+        }
+        Ok(self.read_items(shard, pane, &refs).await?.into_iter().collect())
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
@@ -276,19 +299,37 @@ impl CloserStore for DynamoStore {
         }
     }
 
-    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<BTreeSet<ShardId>, StoreError> {
         let result = self
             .closer_update()
             .update_expression("SET closing_through = :through")
             .condition_expression("attribute_not_exists(closing_through) OR closing_through < :through")
             .expression_attribute_values(":through", number(closing_through.0))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
+        let item = match result {
+            Ok(out) => out.attributes,
             // Another closer announced as far already: never backwards.
-            Err(e) if is_conditional_failure(&e, UpdateItemError::is_conditional_check_failed_exception) => Ok(()),
-            other => other.map(|_| ()).map_err(|e| store_error("UpdateItem (closing_through)", e)),
-        }
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+                let UpdateItemError::ConditionalCheckFailedException(failed) = e.into_err() else { unreachable!() };
+                failed.item
+            }
+            Err(e) => return Err(store_error("UpdateItem (closing_through)", e)),
+        };
+        Ok(item.as_ref().map(known_shards_attribute).unwrap_or_default())
+    }
+
+    async fn stamp_shard_states(
+        &self,
+        shards: &[ShardId],
+        closing_through: EventTime,
+    ) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        let stamps = shards.iter().cloned().map(|shard| self.stamp_shard_state(shard, closing_through));
+        let stamped: Vec<Option<(ShardId, ShardState)>> =
+            futures::stream::iter(stamps).buffer_unordered(STAMP_CONCURRENCY).try_collect().await?;
+        Ok(stamped.into_iter().flatten().collect())
     }
 
     async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {

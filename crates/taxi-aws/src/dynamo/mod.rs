@@ -2,18 +2,20 @@
 //!
 //! | item            | pk                           | sk                | attributes |
 //! |-----------------|------------------------------|-------------------|------------|
-//! | pane log item   | `P#<pane_start>#<shard_id>`  | `<seq sort key>#<part>` | parts, compacted, data (packed partials), expires_at |
-//! | shard state     | `S#<shard_id>`               | `STATE`           | layout, applied_seq, watermark, top_event_time_1..4, updated_at, open_panes, counters |
-//! | closer state    | `C`                          | `STATE`           | closed_through, watermark, lease, first_seen |
+//! | batch item      | `B#<shard_id>`               | `<digest>#<part>` | data (a part of the packed sections), expires_at |
+//! | seal            | `P#<pane_start>#<shard_id>`  | `<seq sort key>`  | refs (packed), expires_at |
+//! | shard state     | `S#<shard_id>`               | `STATE`           | layout, applied_seq, closing_through, watermark, top_event_time_1..4, updated_at, panes (packed), counters |
+//! | closer state    | `C`                          | `STATE`           | closed_through, closing_through, watermark, lease, first_seen, known_shards, excluded, observation, close_cursor |
 //! | re-emit marker  | `R`                          | `<window_start>#<shard_id>` | window_start, shard_id, seq, expires_at |
 //! | dead letter     | `DLQ#<index>`                | `<document _id>`  | document, error, failed_at |
 //!
-//! A pane log (see `taxi_core::pack`) is one partition per pane and shard,
-//! its items sorted by the committing batch's sequence number (length-prefixed,
-//! so string order is numeric order): read newest first, it ends at the newest
-//! compaction. Markers share one partition so that the closer finds them all
-//! with one query; they are written only for late data, so that partition
-//! stays cold.
+//! A batch item (see `taxi_core::pack`) is written once per commit and read
+//! by key (BatchGetItem) through the references in the shard state's packed
+//! `panes`; a seal keeps the references of a pane pruned from the state, in
+//! one partition per pane and shard, sorted by the sealing commit's sequence
+//! number (length-prefixed, so string order is numeric order). Markers share
+//! one partition so that the closer finds them all with one query; they are
+//! written only for late data, so that partition stays cold.
 //!
 //! The shard state's `applied_seq` is stored zero-padded to 129 digits so that
 //! the condition `applied_seq = :expected` compares canonical forms.
@@ -27,13 +29,14 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, ScalarAttributeType, SseSpecification,
-    TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType, KeysAndAttributes, ScalarAttributeType,
+    SseSpecification, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use taxi_core::event::InvalidReason;
+use taxi_core::pack::{pack_panes, unpack_panes, LogRef};
 use taxi_core::seq::SeqNum;
-use taxi_core::shard::{Counters, PaneLogSize, ShardId, ShardState};
+use taxi_core::shard::{Counters, ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::{ShardWatermark, TopEventTimes};
@@ -47,17 +50,23 @@ const CLOSER_PK: &str = "C";
 
 type Item = HashMap<String, AttributeValue>;
 
-pub fn pane_log_pk(pane: PaneStart, shard: &ShardId) -> String {
+pub fn batch_item_pk(shard: &ShardId) -> String {
+    format!("B#{shard}")
+}
+
+pub fn batch_item_sk(log_ref: &LogRef, part: u16) -> String {
+    format!("{}#{part:05}", log_ref.digest_hex())
+}
+
+pub fn seal_pk(pane: PaneStart, shard: &ShardId) -> String {
     format!("P#{}#{}", pane.0, shard)
 }
 
-pub fn pane_log_sk(seq: &SeqNum, part: u16) -> String {
-    format!("{}#{part:05}", seq.to_sort_key())
-}
-
-/// The shard state's `layout`: 2 is packed pane logs. A state without it was
-/// written by the first layout (one item per partial) and is refused.
-const LAYOUT: i64 = 2;
+/// The shard state's `layout`: 3 is batch items referred to by the state. A
+/// state without it (the first layout, one item per partial) or with 2
+/// (pane logs committed by transactions) was written by an older version and
+/// is refused.
+const LAYOUT: i64 = 3;
 
 pub fn shard_state_pk(shard: &ShardId) -> String {
     format!("S#{shard}")
@@ -109,18 +118,17 @@ pub struct Consumed {
     read: AtomicU64,
     write: AtomicU64,
     billed_write: AtomicU64,
-    /// The closer item's size when last read: what a commit's condition check on it bills.
-    closer_item_bytes: AtomicU64,
 }
 
 impl Consumed {
     /// Write units as DynamoDB bills them, computed from the items' sizes: DynamoDB
-    /// Local reports a flat figure per transaction, so the documented rule is applied here.
+    /// Local reports a flat figure per transaction and per batch write, so the
+    /// documented rule is applied here.
     fn add_billed_write(&self, units: f64) {
         self.billed_write.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
     }
 
-    /// Write units by DynamoDB's rules for what was written so far (see [`transaction_write_units`]).
+    /// Write units by DynamoDB's rules for what was written so far (see [`write_units`]).
     pub fn billed_write_units(&self) -> f64 {
         self.billed_write.load(Ordering::Relaxed) as f64 / 1000.0
     }
@@ -165,6 +173,40 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Every item of these keys that exists (consistent reads), resending what DynamoDB left unprocessed.
+    async fn batch_get(&self, keys: Vec<Item>, operation: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let mut pending = chunk.to_vec();
+            for round in 0.. {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(pending))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Rejected(format!("building a {operation}: {e}")))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| store_error(operation, e))?;
+                self.consumed.add_read(out.consumed_capacity().iter().filter_map(|c| c.capacity_units()).sum());
+                items.extend(out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten().cloned());
+                pending = out.unprocessed_keys().and_then(|u| u.get(&self.table)).map(|k| k.keys().to_vec()).unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if round + 1 >= UNPROCESSED_ROUNDS {
+                    return Err(StoreError::Throttled(format!("{operation} left {} keys unprocessed", pending.len())));
+                }
+                tokio::time::sleep(unprocessed_backoff(round)).await;
+            }
+        }
+        Ok(items)
+    }
+
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -180,6 +222,18 @@ impl DynamoStore {
         self.consumed.add_read(capacity(out.consumed_capacity()));
         Ok(out.item)
     }
+}
+
+/// BatchGetItem takes at most 100 keys
+/// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+const BATCH_GET_KEYS: usize = 100;
+/// Rounds of resending what a batch request left unprocessed (throttling) before giving up.
+const UNPROCESSED_ROUNDS: u32 = 8;
+
+/// The wait before resending what round `round` (from 0) left unprocessed.
+fn unprocessed_backoff(round: u32) -> std::time::Duration {
+    use std::time::Duration;
+    taxi_core::retry::backoff(round + 1, Duration::from_millis(50), Duration::from_secs(2), fastrand::f64())
 }
 
 /// An item's size as DynamoDB counts it: each attribute's name plus its value
@@ -203,11 +257,13 @@ fn value_size(value: &AttributeValue) -> usize {
     }
 }
 
-/// A transactional write of items of these sizes, as billed: two write units per
-/// started kilobyte of each item, condition checks included
+/// Writes of items of these sizes, as billed: one write unit per started
+/// kilobyte of each item (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html),
+/// two in a transaction, condition checks included
 /// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-capacity-handling).
-pub fn transaction_write_units(item_sizes: impl IntoIterator<Item = usize>) -> f64 {
-    item_sizes.into_iter().map(|bytes| 2 * bytes.max(1).div_ceil(1024)).sum::<usize>() as f64
+pub fn write_units(item_sizes: impl IntoIterator<Item = usize>, transactional: bool) -> f64 {
+    let per_kb = if transactional { 2 } else { 1 };
+    item_sizes.into_iter().map(|bytes| per_kb * bytes.max(1).div_ceil(1024)).sum::<usize>() as f64
 }
 
 fn number(n: impl ToString) -> AttributeValue {
@@ -280,12 +336,10 @@ fn encode_shard_state(shard: &ShardId, state: &ShardState) -> Item {
             item.insert(top_event_time_attribute(i), number(t.0));
         }
     }
-    // Pane start -> [compacted bytes, bytes since] of its log.
-    let panes = state
-        .open_panes
-        .iter()
-        .map(|(pane, size)| (pane.0.to_string(), AttributeValue::L(vec![number(size.compacted), number(size.since)])));
-    item.insert("open_panes".to_owned(), AttributeValue::M(panes.collect()));
+    if let Some(t) = state.closing_through {
+        item.insert(CLOSING_THROUGH.to_owned(), number(t.0));
+    }
+    item.insert(PANES.to_owned(), AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(pack_panes(state))));
     item
 }
 
@@ -311,34 +365,14 @@ fn excluded_attribute(item: &Item) -> Result<BTreeMap<ShardId, EventTime>, Store
     }
 }
 
-fn open_panes_attribute(item: &Item) -> Result<BTreeMap<PaneStart, PaneLogSize>, StoreError> {
-    let bad = |why| bad_item("open_panes", why);
-    let number = |v: &AttributeValue| match v {
-        AttributeValue::N(n) => n.parse::<u32>().map_err(|_| bad("a size is not an integer")),
-        _ => Err(bad("a size is not a number")),
-    };
-    match item.get("open_panes") {
-        None => Ok(BTreeMap::new()),
-        Some(AttributeValue::M(panes)) => panes
-            .iter()
-            .map(|(pane, size)| {
-                let pane = PaneStart(pane.parse().map_err(|_| bad("a pane start is not an integer"))?);
-                match size {
-                    AttributeValue::L(pair) if pair.len() == 2 => {
-                        Ok((pane, PaneLogSize { compacted: number(&pair[0])?, since: number(&pair[1])? }))
-                    }
-                    _ => Err(bad("a pane's sizes are not a pair")),
-                }
-            })
-            .collect(),
-        Some(_) => Err(bad("not a map")),
-    }
-}
+/// The shard state's stamp of the closer's `closing_through`, and its packed pane lists.
+const CLOSING_THROUGH: &str = "closing_through";
+const PANES: &str = "panes";
 
 fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
     if number_attribute(item, "layout")? != Some(LAYOUT) {
         return Err(StoreError::Rejected(format!(
-            "the shard state {:?} was written by another layout of the table (this version writes layout {LAYOUT}, packed pane logs): \
+            "the shard state {:?} was written by another layout of the table (this version writes layout {LAYOUT}, batch items): \
              deploy it with a new table (TableName), or let the old stack close its windows first",
             item.get(PK).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?")
         )));
@@ -355,7 +389,7 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         counters.invalid.add(reason, counter_attribute(item, &invalid_attribute(reason))?);
     }
     let time = |name: &str| number_attribute(item, name).map(|t| t.map(EventTime));
-    Ok(ShardState {
+    let mut state = ShardState {
         applied_seq: seq_attribute(item, "applied_seq")?,
         watermark: ShardWatermark {
             watermark: time("watermark")?,
@@ -369,8 +403,14 @@ fn decode_shard_state(item: &Item) -> Result<ShardState, StoreError> {
         },
         updated_at: number_attribute(item, "updated_at")?.map(WallTime),
         counters,
-        open_panes: open_panes_attribute(item)?,
-    })
+        closing_through: time(CLOSING_THROUGH)?,
+        ..ShardState::default()
+    };
+    match item.get(PANES) {
+        Some(AttributeValue::B(blob)) => unpack_panes(blob.as_ref(), &mut state).map_err(|e| bad_item(PANES, &e.to_string()))?,
+        _ => return Err(bad_item(PANES, "missing or not binary")),
+    }
+    Ok(state)
 }
 
 /// Maps an SDK error to a [`StoreError`] that says whether retrying can help.
@@ -396,6 +436,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use taxi_core::shard::PaneLog;
 
     #[test]
     fn shard_state_round_trips_through_an_item() {
@@ -410,17 +451,26 @@ mod tests {
         };
         state.counters.records = 10;
         state.counters.invalid.add(InvalidReason::NotUtf8, 2);
-        state.open_panes =
-            [(PaneStart(600), PaneLogSize { compacted: 0, since: 812 }), (PaneStart(1200), PaneLogSize { compacted: 20_000, since: 3 })]
-                .into();
+        let r = |digest| LogRef { digest, parts: 1 };
+        state.open_panes = [
+            (PaneStart(600), PaneLog { refs: vec![r(1), r(2)], compacted: 0, since: 812 }),
+            (PaneStart(1200), PaneLog { refs: vec![r(3)], compacted: 20_000, since: 3 }),
+        ]
+        .into();
+        state.sealing = [(PaneStart(0), vec![r(u128::MAX)])].into();
+        state.closing_through = Some(EventTime(1_420_867_200));
         let mut item = encode_shard_state(&ShardId("shardId-000000000001".into()), &state);
         assert_eq!(item["pk"], AttributeValue::S("S#shardId-000000000001".into()));
         assert_eq!(decode_shard_state(&item).unwrap(), state);
-        // The first layout's state (no `layout`, open panes as a number set) is refused, with the way out.
-        item.remove("layout");
-        item.insert("open_panes".into(), AttributeValue::Ns(vec!["600".into()]));
-        let refused = decode_shard_state(&item).unwrap_err();
-        assert!(matches!(&refused, StoreError::Rejected(m) if m.contains("another layout") && m.contains("new table")), "{refused}");
+        // Older layouts' states (none: one item per partial; 2: transactional pane logs) are refused, with the way out.
+        for older in [None, Some(2)] {
+            match older {
+                None => item.remove("layout"),
+                Some(layout) => item.insert("layout".into(), number(layout)),
+            };
+            let refused = decode_shard_state(&item).unwrap_err();
+            assert!(matches!(&refused, StoreError::Rejected(m) if m.contains("another layout") && m.contains("new table")), "{refused}");
+        }
     }
 
     #[test]
@@ -434,14 +484,16 @@ mod tests {
         .into();
         // 2+3, 5+(3+1), 4+1000, 5+3+(1+2)+(1+2)
         assert_eq!(item_size(&item), 5 + 9 + 1004 + 14);
-        assert_eq!(transaction_write_units([item_size(&item), 1024, 1, 1025]), 4.0 + 2.0 + 2.0 + 4.0);
+        assert_eq!(write_units([item_size(&item), 1024, 1, 1025], true), 4.0 + 2.0 + 2.0 + 4.0);
+        assert_eq!(write_units([item_size(&item), 1024, 1, 1025], false), 2.0 + 1.0 + 1.0 + 2.0);
     }
 
     #[test]
     fn keys_follow_the_layout() {
         let shard = ShardId("shardId-000000000002".into());
-        assert_eq!(pane_log_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
-        assert_eq!(pane_log_sk(&SeqNum::parse("4954").unwrap(), 1), "0044954#00001");
+        assert_eq!(seal_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
+        assert_eq!(batch_item_pk(&shard), "B#shardId-000000000002");
+        assert_eq!(batch_item_sk(&LogRef { digest: 255, parts: 2 }, 1), "000000000000000000000000000000ff#00001");
         assert_eq!(marker_sk(WindowStart(600), &shard), "600#shardId-000000000002");
     }
 }

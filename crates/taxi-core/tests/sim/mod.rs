@@ -1059,13 +1059,16 @@ impl Sim {
         }
         let now_s = self.now().as_event_time().0;
         let mut tables = self.shared.tables.lock().unwrap();
-        let log_items = |tables: &world::Tables| tables.pane_logs.values().map(BTreeMap::len).sum::<usize>();
-        let before = log_items(&tables) + tables.markers.len();
-        for log in tables.pane_logs.values_mut() {
-            log.retain(|_, entry| entry.expires_at >= now_s);
+        let items = |tables: &world::Tables| {
+            tables.batch_items.len() + tables.seals.values().map(BTreeMap::len).sum::<usize>() + tables.markers.len()
+        };
+        let before = items(&tables);
+        tables.batch_items.retain(|_, entry| entry.expires_at >= now_s);
+        for seals in tables.seals.values_mut() {
+            seals.retain(|_, entry| entry.expires_at >= now_s);
         }
         tables.markers.retain(|_, item| item.expires_at >= now_s);
-        let deleted = before - log_items(&tables) - tables.markers.len();
+        let deleted = before - items(&tables);
         drop(tables);
         if deleted > 0 {
             *self.stats.faults.entry("ttl_deleted_items").or_default() += deleted as u64;

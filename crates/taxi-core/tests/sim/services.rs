@@ -26,15 +26,15 @@ use taxi_core::closer::{
 };
 use taxi_core::documents::Document;
 use taxi_core::expiry::PaneObservation;
-use taxi_core::pack::{LogItem, PaneLogReader, Partials};
+use taxi_core::pack::{pack_panes, LogRef, Partials, MAX_PART_BYTES};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
-use taxi_core::store::{log_items, Commit, CommitOutcome, PartialStore, StoreError};
+use taxi_core::store::{merge_pane, Commit, CommitOutcome, LogWrite, PartialStore, StoreError};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
 
-use super::world::{IndexedDocument, LogEntry, MarkerItem, Service, Shared, Sleep};
+use super::world::{IndexedDocument, ItemEntry, MarkerItem, SealEntry, Service, Shared, Sleep};
 
 /// The search client's request timeout.
 const REQUEST_TIMEOUT_MS: i64 = 10_000;
@@ -42,14 +42,10 @@ const REQUEST_TIMEOUT_MS: i64 = 10_000;
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
-/// The size of a shard state item as stored: fixed attributes plus the open
-/// panes' map (about 25 bytes per pane: its start and two sizes).
+/// The size of a shard state item as stored: fixed attributes plus the packed pane lists.
 fn shard_state_bytes(state: &ShardState) -> usize {
-    600 + 25 * state.open_panes.len()
+    600 + pack_panes(state).len()
 }
-
-/// A pane log item's key and attributes besides its payload.
-const LOG_ITEM_OVERHEAD_BYTES: usize = 150;
 
 /// One actor's handle on the simulated table.
 #[derive(Clone)]
@@ -88,62 +84,76 @@ impl PartialStore for SimStore {
         .await
     }
 
-    async fn read_pane_log(&self, shard: &ShardId, pane: PaneStart) -> Result<Partials, StoreError> {
-        let shard = shard.clone();
-        self.dynamo("Query pane log (compaction)", move |env| read_pane_log(env.tables, pane, &shard)).await
+    async fn read_pane(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
+        let (shard, refs) = (shard.clone(), refs.to_vec());
+        self.dynamo("BatchGetItem batch items (compaction)", move |env| read_items(env.tables, &shard, pane, &refs)).await
+    }
+
+    async fn write_log(&self, shard: &ShardId, write: &LogWrite) -> Result<(), StoreError> {
+        // Plain puts, each landing on its own, in any order (BatchWriteItem applies items one by one).
+        let mut puts = Vec::new();
+        if let Some(item) = &write.item {
+            let (key, parts, expires_at) = ((shard.clone(), item.log_ref.digest), item.parts.clone(), write.item_expires_at.0);
+            if parts.iter().any(|p| p.len() > MAX_PART_BYTES) {
+                return Err(StoreError::Rejected("ValidationException: a batch item part over the limit".into()));
+            }
+            puts.push(self.dynamo("PutItem batch item", move |env| {
+                env.tables.batch_items.insert(key, ItemEntry { parts, expires_at });
+                Ok(())
+            }));
+        }
+        for marker in &write.markers {
+            let (key, item) = ((marker.window, shard.clone()), MarkerItem { seq: marker.seq.clone(), expires_at: marker.expires_at.0 });
+            puts.push(self.dynamo("PutItem marker", move |env| {
+                env.tables.markers.insert(key, item);
+                Ok(())
+            }));
+        }
+        for seal in &write.seals {
+            let (key, sealed_at) = ((seal.pane, shard.clone()), seal.sealed_at.clone());
+            let entry = SealEntry { refs: seal.refs.clone(), expires_at: seal.expires_at.0 };
+            puts.push(self.dynamo("PutItem seal", move |env| {
+                env.tables.seals.entry(key).or_default().insert(sealed_at, entry);
+                Ok(())
+            }));
+        }
+        futures::future::try_join_all(puts).await.map(|_| ())
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
-        let (shard, expected, closing_through, state) =
-            (commit.shard.clone(), commit.expected.cloned(), commit.closing_through, commit.state.clone());
-        let seq = commit.seq().clone();
-        let appends: Vec<(PaneStart, i64, Vec<LogItem>)> =
-            commit.appends.iter().map(|a| (a.pane, a.expires_at.0, log_items(a, &seq))).collect();
-        let markers: Vec<(taxi_core::window::WindowStart, MarkerItem)> =
-            commit.markers.iter().map(|m| (m.window, MarkerItem { seq: m.seq.clone(), expires_at: m.expires_at.0 })).collect();
-        let items = commit.items();
-        let bytes = commit.payload_bytes();
-        self.dynamo("TransactWriteItems", move |env| {
-            // https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html:
-            // at most 100 actions and 4 MB, each item at most 400 KB, all or nothing.
-            let too_big = shard_state_bytes(&state) > MAX_ITEM_BYTES
-                || appends.iter().flat_map(|(_, _, items)| items).any(|item| item.payload.len() + LOG_ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES);
-            if items > 100 || bytes > 4 * 1024 * 1024 || too_big {
-                return Err(StoreError::Rejected(format!("ValidationException: a transaction of {items} items and {bytes} bytes")));
+        let (shard, expected, state) = (commit.shard.clone(), commit.expected.cloned(), commit.state.clone());
+        let label = if expected.is_none() { "TransactWriteItems first state" } else { "PutItem shard state" };
+        self.dynamo(label, move |env| {
+            if shard_state_bytes(&state) > MAX_ITEM_BYTES {
+                return Err(StoreError::Rejected(format!("ValidationException: a shard state of {} bytes", shard_state_bytes(&state))));
             }
             let current = env.tables.shard_states.get(&shard);
-            if current.and_then(|s| s.applied_seq.as_ref()) != expected.as_ref() {
+            // `applied_seq = :expected AND closing_through = :stamp` (or `attribute_not_exists(applied_seq)`).
+            let moved = match current {
+                None => expected.is_some(),
+                Some(current) => current.applied_seq != expected || current.closing_through != state.closing_through,
+            };
+            if moved {
                 return Ok(CommitOutcome::StateMoved { current: Box::new(current.cloned().unwrap_or_default()) });
             }
-            if env.tables.closer.state.closing_through != closing_through {
-                return Ok(CommitOutcome::CloserMoved);
-            }
-            for (pane, expires_at, items) in appends {
-                let log = env.tables.pane_logs.entry((pane, shard.clone())).or_default();
-                for item in items {
-                    log.insert((item.seq.clone(), item.part), LogEntry { item, expires_at });
+            if expected.is_none() {
+                // The first commit's transaction: the closer's closing_through unchanged, and the shard registered.
+                let closer = &mut env.tables.closer.state;
+                if closer.closing_through != state.closing_through {
+                    return Ok(CommitOutcome::CloserMoved);
                 }
-            }
-            for (window, marker) in markers {
-                env.tables.markers.insert((window, shard.clone()), marker);
+                closer.known_shards.insert(shard.clone());
             }
             env.tables.shard_states.insert(shard, state);
-            Ok(CommitOutcome::Committed { capacity_units: items as f64 })
+            Ok(CommitOutcome::Committed { capacity_units: 1.0 })
         })
         .await
     }
 }
 
-/// A pane log read newest first up to its newest compaction, as the DynamoDB query does.
-fn read_pane_log(tables: &super::world::Tables, pane: PaneStart, shard: &ShardId) -> Result<Partials, StoreError> {
-    let mut reader = PaneLogReader::default();
-    for entry in tables.pane_logs.get(&(pane, shard.clone())).into_iter().flat_map(|log| log.values().rev()) {
-        if reader.is_done() {
-            break;
-        }
-        reader.push(&entry.item).map_err(|e| StoreError::Rejected(e.to_string()))?;
-    }
-    Ok(reader.finish())
+/// One pane's partials from the batch items named, as BatchGetItem reads them.
+fn read_items(tables: &super::world::Tables, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
+    merge_pane(refs, pane, |r| tables.batch_items.get(&(shard.clone(), r.digest)).map(|entry| entry.parts.as_slice()))
 }
 
 impl CloserStore for SimStore {
@@ -187,9 +197,25 @@ impl CloserStore for SimStore {
         .await
     }
 
-    async fn read_partials(&self, pane: PaneStart, shard: &ShardId) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        let shard = shard.clone();
-        self.dynamo("Query pane log (closer)", move |env| Ok(read_pane_log(env.tables, pane, &shard)?.into_iter().collect())).await
+    async fn read_partials(
+        &self,
+        pane: PaneStart,
+        shard: &ShardId,
+        refs: &[LogRef],
+        sealed: bool,
+    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
+        let (shard, mut refs) = (shard.clone(), refs.to_vec());
+        if sealed {
+            let id = (pane, shard.clone());
+            let seals = self.dynamo("Query seals", move |env| {
+                Ok(env.tables.seals.get(&id).into_iter().flat_map(|seals| seals.values().flat_map(|s| s.refs.clone())).collect::<Vec<_>>())
+            });
+            refs.extend(seals.await?);
+            refs.sort_unstable();
+            refs.dedup();
+        }
+        self.dynamo("BatchGetItem batch items (closer)", move |env| Ok(read_items(env.tables, &shard, pane, &refs)?.into_iter().collect()))
+            .await
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
@@ -216,15 +242,31 @@ impl CloserStore for SimStore {
         .await
     }
 
-    async fn announce_closing(&self, closing_through: EventTime) -> Result<(), StoreError> {
+    async fn announce_closing(&self, closing_through: EventTime) -> Result<std::collections::BTreeSet<ShardId>, StoreError> {
         self.dynamo("UpdateItem closing_through", move |env| {
             let state = &mut env.tables.closer.state;
             if state.closing_through.is_none_or(|c| c < closing_through) {
                 state.closing_through = Some(closing_through);
             }
-            Ok(())
+            Ok(state.known_shards.clone())
         })
         .await
+    }
+
+    async fn stamp_shard_states(
+        &self,
+        shards: &[ShardId],
+        closing_through: EventTime,
+    ) -> Result<BTreeMap<ShardId, ShardState>, StoreError> {
+        // One conditional UpdateItem per shard (ReturnValues ALL_NEW), landing independently.
+        let stamps = shards.iter().cloned().map(|shard| {
+            self.dynamo("UpdateItem stamp", move |env| {
+                let Some(state) = env.tables.shard_states.get_mut(&shard) else { return Ok(None) };
+                state.closing_through = state.closing_through.max(Some(closing_through));
+                Ok(Some((shard, state.clone())))
+            })
+        });
+        Ok(futures::future::try_join_all(stamps).await?.into_iter().flatten().collect())
     }
 
     async fn save_observation(&self, observation: &PaneObservation) -> Result<(), StoreError> {

@@ -16,18 +16,25 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use taxi_core::closer::{CloserState, DeadLetter};
-use taxi_core::pack::LogItem;
+use taxi_core::pack::LogRef;
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::WallTime;
 use taxi_core::window::{PaneStart, WindowStart};
 
-/// A pane log item: pk `P#<pane>#<shard>`, sk `<seq>#<part>`.
+/// A batch item (pk `B#<shard>`, sk `<digest>#<part>`), its parts together.
 #[derive(Clone, Debug)]
-pub struct LogEntry {
-    pub item: LogItem,
+pub struct ItemEntry {
+    pub parts: Vec<Vec<u8>>,
     /// DynamoDB TTL attribute: epoch seconds, compared with the wall clock.
+    pub expires_at: i64,
+}
+
+/// A seal item: pk `P#<pane>#<shard>`, sk the sequence number that sealed it.
+#[derive(Clone, Debug)]
+pub struct SealEntry {
+    pub refs: Vec<LogRef>,
     pub expires_at: i64,
 }
 
@@ -47,8 +54,10 @@ pub struct CloserItem {
 /// The DynamoDB table.
 #[derive(Debug, Default)]
 pub struct Tables {
-    /// Each pane log's items in sort key order (the commit's sequence number, then the part).
-    pub pane_logs: BTreeMap<(PaneStart, ShardId), BTreeMap<(SeqNum, u16), LogEntry>>,
+    /// (shard, digest) -> batch item.
+    pub batch_items: BTreeMap<(ShardId, u128), ItemEntry>,
+    /// Each pane's seals in sort key order.
+    pub seals: BTreeMap<(PaneStart, ShardId), BTreeMap<SeqNum, SealEntry>>,
     pub shard_states: BTreeMap<ShardId, ShardState>,
     pub markers: BTreeMap<(WindowStart, ShardId), MarkerItem>,
     pub closer: CloserItem,
