@@ -286,21 +286,31 @@ async fn a_state_commits_only_on_its_conditions_and_its_items_read_back_in_dynam
     assert!(matches!(commit(shard.clone(), Some(10), state.clone()).await, CommitOutcome::Committed { .. }));
     let loaded = store.load_shard_state(&shard).await.unwrap().unwrap();
     assert_eq!(loaded, state);
-    assert_eq!(store.read_pane(&shard, pane, &loaded.refs_of(pane)).await.unwrap(), merged(&[partials(3, 1), partials(2, 1)]));
+    assert_eq!(
+        PartialStore::read_pane(&store, &shard, pane, &loaded.refs_of(pane)).await.unwrap(),
+        merged(&[partials(3, 1), partials(2, 1)])
+    );
 
     // The largest pane: 2^15 cells with a partial each, an item in several parts far under 400 KB.
     let largest = partials(1 << 15, 1_000);
     let item = pack_batch(&shard, &seq(40), [(pane, &largest)]);
     assert!(item.parts.len() > 1 && item.parts.iter().all(|p| p.len() <= MAX_PART_BYTES), "{} parts", item.parts.len());
     let big = write_item(40, largest.clone()).await;
-    assert_eq!(store.read_partials(pane, &shard, &[big], false).await.unwrap().into_iter().collect::<Partials>(), largest);
+    assert_eq!(CloserStore::read_pane(&store, pane, &[(shard.clone(), vec![big])], false).await.unwrap(), largest);
 
-    // A sealed pane is found by a re-emission's read without any state reference.
+    // Sealed panes are found by a re-emission's read without any state
+    // reference, every shard's with one query.
     let seal = Seal { pane, sealed_at: seq(30), refs: vec![first, second], expires_at: EventTime(2_000_000_000) };
     let write = LogWrite { item: None, item_expires_at: EventTime(0), markers: Vec::new(), seals: vec![seal] };
     store.write_log(&shard, &write).await.unwrap();
-    let resealed = store.read_partials(pane, &shard, &[second], true).await.unwrap().into_iter().collect::<Partials>();
-    assert_eq!(resealed, merged(&[partials(3, 1), partials(2, 1)]), "each item once");
+    let other = ShardId("shardId-000000000009".into());
+    let other_item = pack_batch(&other, &seq(5), [(pane, &partials(4, 10))]);
+    let other_seal = Seal { pane, sealed_at: seq(5), refs: vec![other_item.log_ref], expires_at: EventTime(2_000_000_000) };
+    let write =
+        LogWrite { item: Some(other_item), item_expires_at: EventTime(2_000_000_000), markers: Vec::new(), seals: vec![other_seal] };
+    store.write_log(&other, &write).await.unwrap();
+    let resealed = CloserStore::read_pane(&store, pane, &[(shard.clone(), vec![second])], true).await.unwrap();
+    assert_eq!(resealed, merged(&[partials(3, 1), partials(2, 1), partials(4, 10)]), "each item once, both shards");
     assert_eq!(store.load_closer_progress(&shard).await.unwrap().closing_through, Some(closing));
 }
 

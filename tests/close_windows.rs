@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use taxi_aws::dynamo::DynamoStore;
-use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
 use taxi_core::expiry::PaneObservation;
-use taxi_core::pack::LogRef;
+use taxi_core::pack::{LogRef, Partials};
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::StoreError;
 use taxi_core::time::{EventTime, WallTime};
@@ -364,14 +363,8 @@ impl CloserStore for Scripted {
     async fn release_lease(&self, owner: &str) -> Result<(), StoreError> {
         self.inner.release_lease(owner).await
     }
-    async fn read_partials(
-        &self,
-        pane: PaneStart,
-        shard: &ShardId,
-        refs: &[LogRef],
-        sealed: bool,
-    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        self.inner.read_partials(pane, shard, refs, sealed).await
+    async fn read_pane(&self, pane: PaneStart, sources: &[(ShardId, Vec<LogRef>)], sealed: bool) -> Result<Partials, StoreError> {
+        self.inner.read_pane(pane, sources, sealed).await
     }
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
         self.inner.list_reemit_markers().await

@@ -20,19 +20,19 @@ pub async fn merged_partials(client: &Client, table: &str) -> crate::oracle::Par
         let Some(AttributeValue::S(pk)) = item.get("pk") else { panic!("an item without a pk: {item:?}") };
         if let Some(shard) = pk.strip_prefix("S#") {
             shards.insert(ShardId(shard.to_owned()));
-        } else if let Some((pane, shard)) = pk.strip_prefix("P#").and_then(|rest| rest.split_once('#')) {
-            panes.insert((PaneStart(pane.parse().expect("pane in pk")), ShardId(shard.to_owned())));
+        } else if let Some(pane) = pk.strip_prefix("P#") {
+            panes.insert(PaneStart(pane.parse().expect("pane in pk")));
         }
     }
     let store = DynamoStore::new(client.clone(), table);
     let states = store.load_shard_states(&shards.into_iter().collect::<Vec<_>>()).await.expect("reading the shard states");
-    for (shard, state) in &states {
-        panes.extend(state.open_panes.keys().chain(state.sealing.keys()).map(|pane| (*pane, shard.clone())));
+    for state in states.values() {
+        panes.extend(state.open_panes.keys().chain(state.sealing.keys()));
     }
     let mut merged = crate::oracle::Partials::new();
-    for (pane, shard) in panes {
-        let refs = states.get(&shard).map(|state| state.refs_of(pane)).unwrap_or_default();
-        for (key, value) in store.read_partials(pane, &shard, &refs, true).await.expect("reading a pane") {
+    for pane in panes {
+        let sources: Vec<_> = states.iter().map(|(shard, state)| (shard.clone(), state.refs_of(pane))).collect();
+        for (key, value) in store.read_pane(pane, &sources, true).await.expect("reading a pane") {
             let entry = merged.entry((pane.0, key.to_string())).or_default();
             entry.0 += value.count;
             entry.1 += value.sum_s;

@@ -22,15 +22,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-
 use crate::aggregate::{MetricKey, PartialValue};
 use crate::closing::{
     closable_through, exclusions, global_watermark, merge, quiet_advance, windows_to_close, GlobalWatermark, Idleness, QuietAdvance,
 };
 use crate::documents::{window_documents, Document, DocumentSettings};
 use crate::expiry::PaneObservation;
-use crate::pack::LogRef;
+use crate::pack::{LogRef, Partials};
 use crate::seq::SeqNum;
 use crate::shard::{ShardId, ShardState, StreamShard};
 use crate::store::StoreError;
@@ -40,8 +38,6 @@ use crate::window::{PaneStart, WindowSpec, WindowStart};
 /// How old the recorded observation of open panes may get before a pass that
 /// lists nothing new records it again.
 const OBSERVATION_REFRESH_MS: i64 = 10 * 60_000;
-/// Partial reads in flight while closing one window.
-const READ_CONCURRENCY: usize = 8;
 
 /// The closer's own durable state (item `C` / `STATE`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,16 +102,16 @@ pub trait CloserStore: Send + Sync {
     /// Takes or renews the lease; false if another owner holds it.
     fn acquire_lease(&self, owner: &str, now: WallTime, until: WallTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn release_lease(&self, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// One shard's partials of `pane`: from the items `refs` names (what the
-    /// shard state lists for it) and, with `sealed`, from the pane's seals too
-    /// (a pane pruned from the state once its windows were closed).
-    fn read_partials(
+    /// `pane`'s partials over the shards: from the items `sources` names per
+    /// shard (what each shard state lists for it) and, with `sealed`, from
+    /// the pane's seals too (a pane is pruned from a state once its windows
+    /// were closed).
+    fn read_pane(
         &self,
         pane: PaneStart,
-        shard: &ShardId,
-        refs: &[LogRef],
+        sources: &[(ShardId, Vec<LogRef>)],
         sealed: bool,
-    ) -> impl Future<Output = Result<Vec<(MetricKey, PartialValue)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Partials, StoreError>> + Send;
     fn list_reemit_markers(&self) -> impl Future<Output = Result<Vec<StoredMarker>, StoreError>> + Send;
     /// Deletes the marker unless late data has touched it again since it was read.
     fn delete_reemit_marker(&self, marker: &StoredMarker) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -345,7 +341,19 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
                 };
                 shard_ids = listed.union(&known).cloned().collect();
                 let announced = closer.closing_through.map_or(through, |c| c.max(through));
-                self.store.stamp_shard_states(&shard_ids, announced).await.map_err(|e| e.to_string())?
+                // A state read with the stamp already in it was read after every
+                // commit judged without it; a shard neither known nor with a state
+                // has its first commit still to come, checked against the
+                // announcement. Only the others need a stamp (and a read).
+                let unstamped: Vec<ShardId> = shard_ids
+                    .iter()
+                    .filter(|id| states.get(*id).map_or(known.contains(*id), |state| state.closing_through < Some(announced)))
+                    .cloned()
+                    .collect();
+                let mut stamped: BTreeMap<ShardId, ShardState> =
+                    states.into_iter().filter(|(_, state)| state.closing_through >= Some(announced)).collect();
+                stamped.extend(self.store.stamp_shard_states(&unstamped, announced).await.map_err(|e| e.to_string())?);
+                stamped
             }
             None => states,
         };
@@ -506,14 +514,8 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             if pass.panes.get(pane, every_shard).is_some() {
                 continue;
             }
-            let shards = shards_of(pane);
-            let partials: Vec<Vec<(MetricKey, PartialValue)>> =
-                stream::iter(shards.iter().map(|(shard, refs)| self.store.read_partials(pane, shard, refs, every_shard)))
-                    .buffer_unordered(READ_CONCURRENCY)
-                    .try_collect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-            pass.panes.insert(pane, every_shard, merge(partials.into_iter().flatten()));
+            let partials = self.store.read_pane(pane, &shards_of(pane), every_shard).await.map_err(|e| e.to_string())?;
+            pass.panes.insert(pane, every_shard, partials);
         }
         let merged = merge(s.window.panes_of(window).flat_map(|pane| {
             let pane = pass.panes.get(pane, every_shard).expect("read above");
@@ -626,14 +628,8 @@ mod tests {
         async fn release_lease(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn read_partials(
-            &self,
-            pane: PaneStart,
-            _: &ShardId,
-            _: &[LogRef],
-            _: bool,
-        ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-            Ok(if pane.0 == WINDOW.0 { self.partials.clone() } else { Vec::new() })
+        async fn read_pane(&self, pane: PaneStart, _: &[(ShardId, Vec<LogRef>)], _: bool) -> Result<Partials, StoreError> {
+            Ok(if pane.0 == WINDOW.0 { self.partials.iter().cloned().collect() } else { Partials::new() })
         }
         async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
             Ok(Vec::new())

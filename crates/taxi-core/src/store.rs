@@ -132,6 +132,19 @@ pub fn merge_pane<'a>(
     Ok(partials)
 }
 
+/// What a re-emission reads of one pane: per shard, the items its state
+/// lists and those its seals list, each once.
+pub fn with_seals(
+    sources: &[(ShardId, Vec<LogRef>)],
+    seals: impl IntoIterator<Item = (ShardId, Vec<LogRef>)>,
+) -> Vec<(ShardId, Vec<LogRef>)> {
+    let mut by_shard: BTreeMap<ShardId, BTreeSet<LogRef>> = BTreeMap::new();
+    for (shard, refs) in sources.iter().cloned().chain(seals) {
+        by_shard.entry(shard).or_default().extend(refs);
+    }
+    by_shard.into_iter().map(|(shard, refs)| (shard, refs.into_iter().collect())).collect()
+}
+
 /// The content of a [`MemoryStore`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryTables {

@@ -55,9 +55,9 @@ fn run_seeds(seeds: impl Iterator<Item = u64>, scenario_of: fn(u64) -> Scenario,
         for (kind, n) in &figures.faults {
             println!("  fault {kind}: {n}");
         }
-        let queries = figures.requests.get("Query pane log (closer)").copied().unwrap_or(0);
+        let queries = figures.requests.get("BatchGetItem batch items (closer)").copied().unwrap_or(0);
         println!(
-            "windows closed or re-emitted: {}, pane log queries: {queries} ({:.1} per window)",
+            "windows closed or re-emitted: {}, batch item reads: {queries} ({:.1} per window)",
             figures.windows_closed,
             queries as f64 / figures.windows_closed.max(1) as f64
         );

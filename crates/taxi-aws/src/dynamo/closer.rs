@@ -8,13 +8,12 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::{StreamExt, TryStreamExt};
-use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{CloseCursor, CloserState, CloserStore, DeadLetter, StoredMarker};
 use taxi_core::expiry::PaneObservation;
-use taxi_core::pack::LogRef;
+use taxi_core::pack::{LogRef, Partials};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState};
-use taxi_core::store::StoreError;
+use taxi_core::store::{with_seals, StoreError};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::window::{PaneStart, WindowStart};
 
@@ -248,22 +247,16 @@ impl CloserStore for DynamoStore {
         }
     }
 
-    async fn read_partials(
-        &self,
-        pane: PaneStart,
-        shard: &ShardId,
-        refs: &[LogRef],
-        sealed: bool,
-    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        let mut refs = refs.to_vec();
-        if sealed {
-            for seal in self.query_partition(super::seal_pk(pane, shard)).await? {
-                refs.extend(super::partials::refs_attribute(&seal)?);
-            }
-            refs.sort_unstable();
-            refs.dedup();
+    async fn read_pane(&self, pane: PaneStart, sources: &[(ShardId, Vec<LogRef>)], sealed: bool) -> Result<Partials, StoreError> {
+        if !sealed {
+            return self.read_items(pane, sources).await;
         }
-        Ok(self.read_items(shard, pane, &refs).await?.into_iter().collect())
+        let mut seals = Vec::new();
+        for seal in self.query_partition(super::seal_pk(pane)).await? {
+            let shard = text_attribute(&seal, "shard_id").ok_or_else(|| super::bad_item("shard_id", "a seal without its shard"))?;
+            seals.push((ShardId(shard.to_owned()), super::partials::refs_attribute(&seal)?));
+        }
+        self.read_items(pane, &with_seals(sources, seals)).await
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {

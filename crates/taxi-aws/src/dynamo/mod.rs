@@ -58,8 +58,13 @@ pub fn batch_item_sk(log_ref: &LogRef, part: u16) -> String {
     format!("{}#{part:05}", log_ref.digest_hex())
 }
 
-pub fn seal_pk(pane: PaneStart, shard: &ShardId) -> String {
-    format!("P#{}#{}", pane.0, shard)
+/// Seals share their pane's partition, so a re-emission finds every shard's with one query.
+pub fn seal_pk(pane: PaneStart) -> String {
+    format!("P#{}", pane.0)
+}
+
+pub fn seal_sk(shard: &ShardId, sealed_at: &SeqNum) -> String {
+    format!("{shard}#{}", sealed_at.to_sort_key())
 }
 
 /// The shard state's `layout`: 3 is batch items referred to by the state. A
@@ -491,7 +496,9 @@ mod tests {
     #[test]
     fn keys_follow_the_layout() {
         let shard = ShardId("shardId-000000000002".into());
-        assert_eq!(seal_pk(PaneStart(1_420_867_200), &shard), "P#1420867200#shardId-000000000002");
+        assert_eq!(seal_pk(PaneStart(1_420_867_200)), "P#1420867200");
+        let sealed_at = SeqNum::parse("49545115243490985018280067714973144582180062593244200961").unwrap();
+        assert_eq!(seal_sk(&shard, &sealed_at), format!("shardId-000000000002#{}", sealed_at.to_sort_key()));
         assert_eq!(batch_item_pk(&shard), "B#shardId-000000000002");
         assert_eq!(batch_item_sk(&LogRef { digest: 255, parts: 2 }, 1), "000000000000000000000000000000ff#00001");
         assert_eq!(marker_sk(WindowStart(600), &shard), "600#shardId-000000000002");

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update, WriteRequest,
 };
-use taxi_core::pack::{pack_refs, unpack_refs, LogRef, Partials};
+use taxi_core::pack::{merge_into, pack_refs, unpack_refs, LogRef, Partials};
 use taxi_core::shard::{ShardId, ShardState};
 use taxi_core::store::{merge_pane, Commit, CommitOutcome, LogWrite, PartialStore, StoreError};
 use taxi_core::watermark::CloserProgress;
@@ -21,8 +21,8 @@ use taxi_core::window::PaneStart;
 
 use super::{
     batch_item_pk, batch_item_sk, capacity, decode_shard_state, encode_shard_state, item_size, marker_sk, number, number_attribute,
-    seal_pk, shard_state_pk, store_error, unprocessed_backoff, write_units, DynamoStore, Item, CLOSER_PK, MARKER_PK, PK, SK, STATE_SK,
-    TTL_ATTRIBUTE, UNPROCESSED_ROUNDS,
+    seal_pk, seal_sk, shard_state_pk, store_error, unprocessed_backoff, write_units, DynamoStore, Item, CLOSER_PK, MARKER_PK, PK, SK,
+    STATE_SK, TTL_ATTRIBUTE, UNPROCESSED_ROUNDS,
 };
 
 /// BatchWriteItem takes at most 25 puts
@@ -46,32 +46,43 @@ pub(super) fn refs_attribute(item: &Item) -> Result<Vec<LogRef>, StoreError> {
 }
 
 impl DynamoStore {
-    /// One pane's partials from the batch items `refs` names (consistent reads).
-    pub(super) async fn read_items(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
-        let keys: Vec<Item> = refs
+    /// One pane's partials from the batch items `sources` names per shard
+    /// (consistent reads; BatchGetItem, 100 keys a request).
+    pub(super) async fn read_items(&self, pane: PaneStart, sources: &[(ShardId, Vec<LogRef>)]) -> Result<Partials, StoreError> {
+        let keys: Vec<Item> = sources
             .iter()
-            .flat_map(|r| (0..r.parts).map(move |part| (r, part)))
-            .map(|(r, part)| {
+            .flat_map(|(shard, refs)| refs.iter().flat_map(move |r| (0..r.parts).map(move |part| (shard, r, part))))
+            .map(|(shard, r, part)| {
                 HashMap::from([
                     (PK.to_owned(), AttributeValue::S(batch_item_pk(shard))),
                     (SK.to_owned(), AttributeValue::S(batch_item_sk(r, part))),
                 ])
             })
             .collect();
-        let mut parts: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut parts: HashMap<(String, String), Vec<u8>> = HashMap::new();
         for item in self.batch_get(keys, "BatchGetItem (batch items)").await? {
-            let (Some(AttributeValue::S(sk)), Some(AttributeValue::B(data))) = (item.get(SK), item.get("data")) else {
+            let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk)), Some(AttributeValue::B(data))) =
+                (item.get(PK), item.get(SK), item.get("data"))
+            else {
                 return Err(super::bad_item("data", "a batch item without its key or data"));
             };
-            parts.insert(sk.clone(), data.clone().into_inner());
+            parts.insert((pk.clone(), sk.clone()), data.clone().into_inner());
         }
-        let items: HashMap<u128, Vec<Vec<u8>>> = refs
-            .iter()
-            .filter_map(|r| {
-                (0..r.parts).map(|part| parts.remove(&batch_item_sk(r, part))).collect::<Option<Vec<_>>>().map(|p| (r.digest, p))
-            })
-            .collect();
-        merge_pane(refs, pane, |r| items.get(&r.digest).map(Vec::as_slice))
+        let mut partials = Partials::new();
+        for (shard, refs) in sources {
+            let pk = batch_item_pk(shard);
+            let items: HashMap<u128, Vec<Vec<u8>>> = refs
+                .iter()
+                .filter_map(|r| {
+                    (0..r.parts)
+                        .map(|part| parts.remove(&(pk.clone(), batch_item_sk(r, part))))
+                        .collect::<Option<Vec<_>>>()
+                        .map(|p| (r.digest, p))
+                })
+                .collect();
+            merge_into(&mut partials, merge_pane(refs, pane, |r| items.get(&r.digest).map(Vec::as_slice))?);
+        }
+        Ok(partials)
     }
 
     /// Puts these items with BatchWriteItem, resending what is left unprocessed.
@@ -195,7 +206,7 @@ impl PartialStore for DynamoStore {
     }
 
     async fn read_pane(&self, shard: &ShardId, pane: PaneStart, refs: &[LogRef]) -> Result<Partials, StoreError> {
-        self.read_items(shard, pane, refs).await
+        self.read_items(pane, &[(shard.clone(), refs.to_vec())]).await
     }
 
     async fn write_log(&self, shard: &ShardId, write: &LogWrite) -> Result<(), StoreError> {
@@ -222,8 +233,9 @@ impl PartialStore for DynamoStore {
         }
         for seal in &write.seals {
             items.push(HashMap::from([
-                (PK.to_owned(), AttributeValue::S(seal_pk(seal.pane, shard))),
-                (SK.to_owned(), AttributeValue::S(seal.sealed_at.to_sort_key())),
+                (PK.to_owned(), AttributeValue::S(seal_pk(seal.pane))),
+                (SK.to_owned(), AttributeValue::S(seal_sk(shard, &seal.sealed_at))),
+                ("shard_id".to_owned(), AttributeValue::S(shard.to_string())),
                 ("refs".to_owned(), refs_value(&seal.refs)),
                 (TTL_ATTRIBUTE.to_owned(), number(seal.expires_at.0)),
             ]));

@@ -580,7 +580,16 @@ impl Sim {
                 // closer has more to do, window by window, within a bound.
                 let quiet = self.now().0 - since.0;
                 let catching_up = self.s.slow_close.is_some() && quiet < SLOW_CLOSE_BOUND_MS && !self.caught_up();
-                let settle = (2 * self.s.idle_timeout_s * 1000).max(self.quiet_bound().map_or(0, |(_, ms)| ms)) + 4 * CLOSE_SCHEDULE_MS;
+                // The quiet bound allows a closer period for each pass that fails
+                // before the last window closes; so does the wait for it.
+                let quiet_bound = self.quiet_bound();
+                let failed = match quiet_bound {
+                    Some((last_end, _)) if !self.closed_history.iter().any(|(_, c)| *c >= last_end) => {
+                        self.closer_failures.iter().filter(|f| f.0 > since.0).count() as i64
+                    }
+                    _ => 0,
+                };
+                let settle = (2 * self.s.idle_timeout_s * 1000).max(quiet_bound.map_or(0, |(_, ms)| ms)) + (4 + failed) * CLOSE_SCHEDULE_MS;
                 if quiet > settle && self.actors.is_empty() && !catching_up {
                     break;
                 }
@@ -1531,7 +1540,7 @@ pub fn describe(s: &Scenario, result: &RunResult) -> String {
     let _ = writeln!(out, "seed {} failed: {:?}", s.seed, result.violations);
     let _ = writeln!(out, "replay alone: SEED={} cargo test -p taxi-core --test simulation -- replay_seed --nocapture", s.seed);
     let _ = writeln!(out, "scenario: {s:?}");
-    let shown = result.trace.len().saturating_sub(60);
+    let shown = result.trace.len().saturating_sub(std::env::var("SIM_TRACE_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(60));
     for line in &result.trace[shown..] {
         let _ = writeln!(out, "  {line}");
     }

@@ -20,16 +20,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use taxi_core::aggregate::{MetricKey, PartialValue};
 use taxi_core::closer::{
     CloseCursor, CloserState, CloserStore, DeadLetter, DocumentSink, IndexReport, ShardSource, SinkError, SourceError, StoredMarker,
 };
 use taxi_core::documents::Document;
 use taxi_core::expiry::PaneObservation;
-use taxi_core::pack::{pack_panes, LogRef, Partials, MAX_PART_BYTES};
+use taxi_core::pack::{merge_into, pack_panes, LogRef, Partials, MAX_PART_BYTES};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{ShardId, ShardState, StreamShard};
-use taxi_core::store::{merge_pane, Commit, CommitOutcome, LogWrite, PartialStore, StoreError};
+use taxi_core::store::{merge_pane, with_seals, Commit, CommitOutcome, LogWrite, PartialStore, StoreError};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::CloserProgress;
 use taxi_core::window::PaneStart;
@@ -38,6 +37,9 @@ use super::world::{IndexedDocument, ItemEntry, MarkerItem, SealEntry, Service, S
 
 /// The search client's request timeout.
 const REQUEST_TIMEOUT_MS: i64 = 10_000;
+/// Keys a BatchGetItem request takes
+/// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+const BATCH_GET_KEYS: usize = 100;
 
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -197,25 +199,52 @@ impl CloserStore for SimStore {
         .await
     }
 
-    async fn read_partials(
-        &self,
-        pane: PaneStart,
-        shard: &ShardId,
-        refs: &[LogRef],
-        sealed: bool,
-    ) -> Result<Vec<(MetricKey, PartialValue)>, StoreError> {
-        let (shard, mut refs) = (shard.clone(), refs.to_vec());
-        if sealed {
-            let id = (pane, shard.clone());
+    async fn read_pane(&self, pane: PaneStart, sources: &[(ShardId, Vec<LogRef>)], sealed: bool) -> Result<Partials, StoreError> {
+        let sources = if sealed {
+            // One Query of the pane's partition finds every shard's seals.
             let seals = self.dynamo("Query seals", move |env| {
-                Ok(env.tables.seals.get(&id).into_iter().flat_map(|seals| seals.values().flat_map(|s| s.refs.clone())).collect::<Vec<_>>())
+                Ok(env
+                    .tables
+                    .seals
+                    .iter()
+                    .filter(|((p, _), _)| *p == pane)
+                    .map(|((_, shard), seals)| (shard.clone(), seals.values().flat_map(|s| s.refs.clone()).collect::<Vec<_>>()))
+                    .collect::<Vec<_>>())
             });
-            refs.extend(seals.await?);
-            refs.sort_unstable();
-            refs.dedup();
+            with_seals(sources, seals.await?)
+        } else {
+            sources.to_vec()
+        };
+        // BatchGetItem takes 100 keys (parts) a request; items are never
+        // rewritten, so reading them in several requests reads the same.
+        let mut requests: Vec<Vec<(ShardId, Vec<LogRef>)>> = vec![Vec::new()];
+        let mut keys = 0;
+        for (shard, refs) in sources {
+            for log_ref in refs {
+                if keys + usize::from(log_ref.parts) > BATCH_GET_KEYS {
+                    requests.push(Vec::new());
+                    keys = 0;
+                }
+                keys += usize::from(log_ref.parts);
+                let request = requests.last_mut().expect("one request at least");
+                match request.last_mut() {
+                    Some((last, refs)) if *last == shard => refs.push(log_ref),
+                    _ => request.push((shard.clone(), vec![log_ref])),
+                }
+            }
         }
-        self.dynamo("BatchGetItem batch items (closer)", move |env| Ok(read_items(env.tables, &shard, pane, &refs)?.into_iter().collect()))
-            .await
+        let mut partials = Partials::new();
+        for request in requests.into_iter().filter(|r| !r.is_empty()) {
+            let read = self.dynamo("BatchGetItem batch items (closer)", move |env| {
+                let mut read = Partials::new();
+                for (shard, refs) in &request {
+                    merge_into(&mut read, read_items(env.tables, shard, pane, refs)?);
+                }
+                Ok(read)
+            });
+            merge_into(&mut partials, read.await?);
+        }
+        Ok(partials)
     }
 
     async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
