@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
+use clap::Parser;
 use serde_norway::Value;
 use taxi_aws::config::{AggregateConfig, CloseWindowsConfig};
 use taxi_integration_tests::workspace_root;
@@ -624,6 +625,32 @@ fn outputs_name_the_stream_the_table_the_endpoints_and_the_replay_command() {
     assert!(command.starts_with("taxi-pipeline replay ") && command.contains("--stream ${TripStream}"), "{command}");
     let input = command.split_whitespace().nth(2).unwrap();
     assert!(workspace_root().join(input).is_file(), "the replayed file {input} is in the repository");
+}
+
+/// The stack's `StatusCommand` is a valid `taxi-pipeline status` command line
+/// that judges shards by exactly the rules the close-windows function reads,
+/// in every watermark mode and window shape.
+#[test]
+fn the_status_command_output_judges_by_the_close_windows_functions_rules() {
+    let t = template();
+    for overrides in [
+        &[][..],
+        &[("WatermarkMode", "bounded"), ("IdleShardTimeoutSeconds", "90"), ("AdvanceWhenQuiet", "false")][..],
+        &[("WindowSizeSeconds", "1800"), ("WindowSlideSeconds", "600"), ("PickupIndexName", "hot"), ("MinPickupCount", "5")][..],
+    ] {
+        let stack = Stack::new(&t, overrides);
+        let command = stack.eval(&t["Outputs"]["StatusCommand"]["Value"]).expect("a command");
+        let cli = taxi_pipeline::args::Cli::try_parse_from(command.split_whitespace()).unwrap_or_else(|e| panic!("{command}: {e}"));
+        let taxi_pipeline::args::Command::Status(args) = cli.command else { panic!("{command}: not status") };
+        let env = stack.environment("CloseWindowsFunction");
+        assert_eq!((args.table.as_str(), args.stream.as_str()), (env["TABLE_NAME"].as_str(), env["STREAM_NAME"].as_str()));
+        let given: BTreeMap<String, String> = args.settings.iter().cloned().collect();
+        let (expected, asked) = read_with(&env, |lookup| taxi_pipeline::status::Rules::from_lookup(lookup).map_err(|e| e.to_string()));
+        let (from_command, _) = read_with(&given, |lookup| taxi_pipeline::status::Rules::from_lookup(lookup).map_err(|e| e.to_string()));
+        assert_eq!(from_command, expected, "{overrides:?}");
+        let missing: Vec<&String> = asked.iter().filter(|name| env.contains_key(*name) && !given.contains_key(*name)).collect();
+        assert!(missing.is_empty(), "the function sets {missing:?}, the command does not: {command}");
+    }
 }
 
 /// Alarm names of the stack, and whether each notifies the alarm topic when an e-mail is set.
