@@ -4,7 +4,7 @@
 #   make bench  the benchmarks of docs/BENCHMARKS.md
 #   make soak   the whole-pipeline simulation over thousands of seeds (SEEDS=N, FIRST_SEED=S; SEED=S replays one)
 #   make build / deploy / delete  the stack on AWS with the pinned SAM CLI (README, "Deploy on AWS")
-#   make sam-build  both Lambda bootstraps (x86_64) with `sam build`, as CI checks it
+#   make sam-build  both Lambda bootstraps for both architectures with `sam build`, as CI checks it
 
 .PHONY: demo test bench soak standins deploy-tools template-lint sam-build build deploy delete
 
@@ -58,9 +58,15 @@ deploy: deploy-tools
 delete: deploy-tools
 	$(SAM) delete
 
-# CI: make build for x86_64 (this machine has no aarch64 Rust target).
+# CI: make build for each architecture into its own directory (arm64 cross-links
+# with cargo-lambda's Zig; `rustup target add` does nothing once the target is there).
 sam-build:
-	$(MAKE) build BUILD_DIR=target/sam-build PARAMETERS=Architecture=x86_64
+	$(MAKE) build BUILD_DIR=target/sam-build/x86_64 PARAMETERS=Architecture=x86_64
+	if rustup target add aarch64-unknown-linux-gnu; then \
+	  $(MAKE) build BUILD_DIR=target/sam-build/arm64 PARAMETERS=Architecture=arm64; \
+	else \
+	  echo "sam-build: the aarch64 Rust target cannot be installed on this machine; arm64 not built" >&2; \
+	fi
 
 # INPUT=path/to/tlc.csv[.gz] runs another TLC file instead of the bundled sample. The live dashboard's URL
 # is printed at the start; LIVE=60 replays at 60x and keeps the dashboard up afterwards, until Ctrl-C.

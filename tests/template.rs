@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
+use clap::Parser;
 use serde_norway::Value;
 use taxi_aws::config::{AggregateConfig, CloseWindowsConfig};
 use taxi_integration_tests::workspace_root;
@@ -162,6 +163,23 @@ impl<'a> Stack<'a> {
         }
         assert!(!self.template["Resources"][name].is_null(), "Ref to an unknown name {name}");
         Some(format!("resource-{name}"))
+    }
+
+    /// `value` with every `!If` decided and every `AWS::NoValue` left out; other functions stay.
+    fn chosen(&self, value: &Value) -> Option<Value> {
+        match tagged(value) {
+            Some(("If", args)) => {
+                let args = args.as_sequence().expect("If arguments");
+                self.chosen(if self.condition(text(&args[0])) { &args[1] } else { &args[2] })
+            }
+            Some(("Ref", r)) if r.as_str() == Some("AWS::NoValue") => None,
+            Some(_) => Some(value.clone()),
+            None => Some(match value {
+                Value::Mapping(m) => Value::Mapping(m.iter().filter_map(|(k, v)| Some((k.clone(), self.chosen(v)?))).collect()),
+                Value::Sequence(items) => Value::Sequence(items.iter().filter_map(|v| self.chosen(v)).collect()),
+                other => other.clone(),
+            }),
+        }
     }
 
     /// A function's environment as the stack would set it.
@@ -626,6 +644,32 @@ fn outputs_name_the_stream_the_table_the_endpoints_and_the_replay_command() {
     assert!(workspace_root().join(input).is_file(), "the replayed file {input} is in the repository");
 }
 
+/// The stack's `StatusCommand` is a valid `taxi-pipeline status` command line
+/// that judges shards by exactly the rules the close-windows function reads,
+/// in every watermark mode and window shape.
+#[test]
+fn the_status_command_output_judges_by_the_close_windows_functions_rules() {
+    let t = template();
+    for overrides in [
+        &[][..],
+        &[("WatermarkMode", "bounded"), ("IdleShardTimeoutSeconds", "90"), ("AdvanceWhenQuiet", "false")][..],
+        &[("WindowSizeSeconds", "1800"), ("WindowSlideSeconds", "600"), ("PickupIndexName", "hot"), ("MinPickupCount", "5")][..],
+    ] {
+        let stack = Stack::new(&t, overrides);
+        let command = stack.eval(&t["Outputs"]["StatusCommand"]["Value"]).expect("a command");
+        let cli = taxi_pipeline::args::Cli::try_parse_from(command.split_whitespace()).unwrap_or_else(|e| panic!("{command}: {e}"));
+        let taxi_pipeline::args::Command::Status(args) = cli.command else { panic!("{command}: not status") };
+        let env = stack.environment("CloseWindowsFunction");
+        assert_eq!((args.table.as_str(), args.stream.as_str()), (env["TABLE_NAME"].as_str(), env["STREAM_NAME"].as_str()));
+        let given: BTreeMap<String, String> = args.settings.iter().cloned().collect();
+        let (expected, asked) = read_with(&env, |lookup| taxi_pipeline::status::Rules::from_lookup(lookup).map_err(|e| e.to_string()));
+        let (from_command, _) = read_with(&given, |lookup| taxi_pipeline::status::Rules::from_lookup(lookup).map_err(|e| e.to_string()));
+        assert_eq!(from_command, expected, "{overrides:?}");
+        let missing: Vec<&String> = asked.iter().filter(|name| env.contains_key(*name) && !given.contains_key(*name)).collect();
+        assert!(missing.is_empty(), "the function sets {missing:?}, the command does not: {command}");
+    }
+}
+
 /// Alarm names of the stack, and whether each notifies the alarm topic when an e-mail is set.
 fn alarm_actions(t: &Value) -> BTreeMap<String, bool> {
     let stack = Stack::new(t, &[("AlarmEmail", "ops@example.com")]);
@@ -776,6 +820,73 @@ fn the_dashboard_grant_is_narrow_and_the_domain_logs_its_errors() {
     assert_eq!(resources_of_type(&t, "AWS::Logs::ResourcePolicy").len(), 1, "OpenSearch may write to it");
 }
 
+/// Fine-grained access control is a choice, off by default (it cannot be turned
+/// off again, and the closer's role needs a mapping the stack cannot make):
+/// on, the domain has an internal master user generated in Secrets Manager
+/// and passed only by dynamic reference, and publishes its audit logs to a
+/// log group of the stack that OpenSearch may write to.
+#[test]
+fn fine_grained_access_control_has_a_generated_master_user_and_audit_logs() {
+    let t = template();
+    let parameter = &t["Parameters"]["FineGrainedAccessControl"];
+    assert_eq!(parameter["Default"].as_str(), Some("false"));
+    let allowed: Vec<&str> = parameter["AllowedValues"].as_sequence().expect("AllowedValues").iter().map(text).collect();
+    assert_eq!(allowed, ["true", "false"]);
+
+    let off = Stack::new(&t, &[]);
+    let domain = off.chosen(&t["Resources"]["OpenSearchDomain"]["Properties"]).unwrap();
+    assert!(domain["AdvancedSecurityOptions"].is_null(), "off by default");
+    assert!(domain["LogPublishingOptions"]["AUDIT_LOGS"].is_null());
+
+    let on = Stack::new(&t, &[("FineGrainedAccessControl", "true"), ("DashboardClientCidr", "203.0.113.7/32")]);
+    assert!(on.condition("FineGrained"));
+    let domain = on.chosen(&t["Resources"]["OpenSearchDomain"]["Properties"]).unwrap();
+    let security = &domain["AdvancedSecurityOptions"];
+    assert_eq!((security["Enabled"].as_bool(), security["InternalUserDatabaseEnabled"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(domain["EncryptionAtRestOptions"]["Enabled"].as_bool(), Some(true), "fine-grained access control requires it");
+    assert_eq!(domain["NodeToNodeEncryptionOptions"]["Enabled"].as_bool(), Some(true), "fine-grained access control requires it");
+    let mut secret = None;
+    for (field, key) in [("MasterUserName", "username"), ("MasterUserPassword", "password")] {
+        let Some(("Sub", reference)) = tagged(&security["MasterUserOptions"][field]) else { panic!("{field}: a dynamic reference") };
+        let reference = text(reference);
+        let name = reference
+            .strip_prefix("{{resolve:secretsmanager:${")
+            .and_then(|r| r.strip_suffix(&format!("}}:SecretString:{key}}}}}")))
+            .unwrap_or_else(|| panic!("{field}: {reference}"));
+        assert_eq!(*secret.get_or_insert(name.to_owned()), name, "both from one secret");
+    }
+    let secret = &t["Resources"][secret.unwrap().as_str()];
+    assert_eq!(secret["Type"].as_str(), Some("AWS::SecretsManager::Secret"));
+    assert!(secret["Properties"]["SecretString"].is_null(), "generated, never written in the template");
+    let generated = &secret["Properties"]["GenerateSecretString"];
+    assert_eq!(generated["GenerateStringKey"].as_str(), Some("password"));
+    assert!(text(&generated["SecretStringTemplate"]).contains("\"username\""));
+    assert!(generated["PasswordLength"].as_i64().is_some_and(|n| (8..=128).contains(&n)), "OpenSearch's password length");
+    assert_eq!(generated["RequireEachIncludedType"].as_bool(), Some(true), "OpenSearch wants every kind of character");
+
+    let audit = &domain["LogPublishingOptions"]["AUDIT_LOGS"];
+    assert_eq!(audit["Enabled"].as_bool(), Some(true), "audit logs");
+    let Some(("GetAtt", group)) = tagged(&audit["CloudWatchLogsLogGroupArn"]) else { panic!("a log group of the stack") };
+    let group = text(group).split('.').next().unwrap();
+    assert_eq!(t["Resources"][group]["Type"].as_str(), Some("AWS::Logs::LogGroup"));
+    let retention = tagged(&t["Resources"][group]["Properties"]["RetentionInDays"]);
+    assert!(matches!(retention, Some(("Ref", r)) if text(r) == "LogRetentionDays"), "kept as long as the other logs");
+    let policy = &t["Resources"]["OpenSearchLogPolicy"];
+    let document: serde_json::Value =
+        serde_json::from_str(&on.eval(&policy["Properties"]["PolicyDocument"]).expect("a policy document")).expect("JSON");
+    let statement = &document["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "es.amazonaws.com");
+    let resources: Vec<&str> = statement["Resource"].as_array().expect("a list").iter().filter_map(|r| r.as_str()).collect();
+    assert!(resources.contains(&format!("{group}.Arn").as_str()), "OpenSearch may write the audit logs: {resources:?}");
+
+    // Without a created domain or a way in for the master user, a rule refuses the stack.
+    let rule = &t["Rules"]["FineGrainedAccessControlIsForACreatedDomainWithAWayIn"];
+    let asserted: Vec<String> = rule["Assertions"].as_sequence().unwrap().iter().map(|a| format!("{:?}", a["Assert"])).collect();
+    assert!(asserted.iter().any(|a| a.contains("CreateOpenSearchDomain")) && asserted.iter().any(|a| a.contains("DashboardClientCidr")));
+    let outputs = t["Outputs"]["OpenSearchMasterUserSecretArn"].clone();
+    assert_eq!(outputs["Condition"].as_str(), Some("FineGrained"), "the secret's ARN, not its value");
+}
+
 /// A crashed close pass is not retried on top of the next scheduled one.
 #[test]
 fn the_close_schedule_does_not_retry_a_crashed_pass() {
@@ -859,9 +970,20 @@ fn the_deploy_path_is_make_targets_sharing_one_set_of_parameters() {
 #[test]
 fn the_basic_auth_secret_is_read_at_start_up_not_resolved_into_the_environment() {
     let t = template();
+    // The one dynamic reference is the domain's master user (fine-grained access
+    // control), which the OpenSearch API takes at creation and never returns.
+    let mut elsewhere = t.clone();
+    let master = elsewhere["Resources"]["OpenSearchDomain"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("AdvancedSecurityOptions")
+        .expect("the fine-grained access control option");
     let mut all = Vec::new();
-    strings(&t, &mut all);
-    assert!(!all.iter().any(|s| s.contains("{{resolve:secretsmanager")), "no dynamic reference to a secret");
+    strings(&elsewhere, &mut all);
+    assert!(!all.iter().any(|s| s.contains("{{resolve:secretsmanager")), "no other dynamic reference to a secret");
+    let mut masters = Vec::new();
+    strings(&master, &mut masters);
+    assert_eq!(masters.iter().filter(|s| s.contains("{{resolve:secretsmanager")).count(), 2, "the master user's name and password");
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi/search-AbCdEf";
     let basic = [
         ("CreateOpenSearchDomain", "false"),

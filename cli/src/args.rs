@@ -29,6 +29,10 @@ pub enum Command {
     /// Recompute the documents of the input with batch mode and compare them with the indices at
     /// --es-endpoint, window by window; exit 0 only when they agree (batch's flags; --output does not apply).
     Verify(crate::batch::BatchArgs),
+    /// Why the dashboard is not updating: per shard its verdict, watermark, last report and applied
+    /// sequence, which shard holds the global watermark back and by how much, the windows open and
+    /// closed, the dead letters, from the pipeline's table and stream (AWS, or the stand-ins).
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

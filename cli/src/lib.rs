@@ -6,6 +6,7 @@
 //! - [`input`]: reading TLC CSV or JSON-lines trips, plain or gzip.
 //! - [`replay`]: the reading thread and the Kinesis writer, wired together.
 //! - [`progress`]: the progress bar.
+//! - [`status`]: what holds the windows back, from the table and the stream.
 
 pub mod args;
 pub mod aws;
@@ -16,6 +17,7 @@ pub mod local;
 pub mod progress;
 pub mod replay;
 pub mod report;
+pub mod status;
 pub mod verify;
 
 use std::sync::Arc;
@@ -49,6 +51,9 @@ pub fn final_watermark(time_mode: TimeMode, advance: std::time::Duration) -> Fin
 pub fn init_logging(command: &Command) {
     let default = if matches!(command, Command::Local(_)) {
         "warn,taxi_core::ingest=error,taxi_pipeline::replay=error,aws_config=error"
+    } else if matches!(command, Command::Status(_)) {
+        // Its output is the answer; the SDK's and the closer's own logs would only repeat it.
+        "warn,aws_config=error"
     } else {
         "info,aws_config=error"
     };
@@ -73,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(args) => batch::run(args).await,
         Command::Dashboard(args) => dashboard::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Status(args) => status::run(args).await,
     }
 }
 

@@ -117,11 +117,7 @@ pub fn batch_settings(args: &BatchArgs, env: impl Fn(&str) -> Option<String>, no
         None => e.into(),
     };
     let ingest = reader.ingest_settings().map_err(name_the_flag)?;
-    let documents = DocumentSettings {
-        min_count: reader.number("MIN_PICKUP_COUNT", 2u64, 1, 1_000_000).map_err(name_the_flag)?,
-        pickup_index: reader.string("PICKUP_INDEX", "pickup_count"),
-        duration_index: reader.string("DURATION_INDEX", "trip_duration"),
-    };
+    let documents = reader.document_settings().map_err(name_the_flag)?;
     let horizon_s = i64::try_from(args.horizon.as_secs()).unwrap_or(i64::MAX);
     anyhow::ensure!(
         horizon_s <= MAX_HORIZON_S,

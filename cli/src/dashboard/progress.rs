@@ -34,11 +34,17 @@ impl TableProgress {
     pub async fn read(&self) -> Result<ClosingProgress, String> {
         let table = self.store.table();
         let state = self.store.load_closer_state().await.map_err(|e| format!("reading the closer state from {table}: {e}"))?;
+        let dead_letters = self.dead_letters().await?;
+        Ok(ClosingProgress { watermark: state.watermark, closed_through: state.closed_through, dead_letters })
+    }
+
+    /// The documents kept as dead letters, over both indices.
+    pub async fn dead_letters(&self) -> Result<u64, String> {
         let mut dead_letters = 0;
         for index in &self.indices {
             dead_letters += self.count_partition(&format!("DLQ#{index}")).await?;
         }
-        Ok(ClosingProgress { watermark: state.watermark, closed_through: state.closed_through, dead_letters })
+        Ok(dead_letters)
     }
 
     /// Items in one partition, counted by DynamoDB (`Select: COUNT`, paged).

@@ -7,7 +7,6 @@ use std::time::Duration;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, DocumentSink, ShardSource};
-use taxi_core::closing::Idleness;
 use taxi_core::metrics::close_report_emf;
 use taxi_core::time::{EventTime, WallTime};
 
@@ -98,7 +97,7 @@ pub fn closer_from_config(
         settings: CloserSettings {
             window: config.window,
             documents: config.documents.clone(),
-            idleness: Idleness::for_mode(config.watermark_mode, config.idle_timeout_s * 1000, config.advance_when_quiet),
+            idleness: config.idleness,
             safety_margin_ms: SAFETY_MARGIN_MS,
             owner,
             chunk_documents: config.chunk_documents,

@@ -261,13 +261,11 @@ pub struct CloseWindowsConfig {
     pub stream_name: String,
     pub window: taxi_core::window::WindowSpec,
     pub documents: DocumentSettings,
-    /// `IDLE_SHARD_TIMEOUT_SECONDS` (default 300).
-    pub idle_timeout_s: i64,
-    /// `WATERMARK_MODE`, as the aggregate function's: in producer mode a silent shard is stuck, never idle.
-    pub watermark_mode: taxi_core::watermark::WatermarkMode,
-    /// `ADVANCE_WHEN_QUIET` (default true; bounded mode only): once every shard is idle and
-    /// caught up, the watermark advances with the wall clock (see [`taxi_core::closing::quiet_advance`]).
-    pub advance_when_quiet: bool,
+    /// `WATERMARK_MODE` (as the aggregate function's: in producer mode a silent shard is stuck, never
+    /// idle), `IDLE_SHARD_TIMEOUT_SECONDS` (default 300) and `ADVANCE_WHEN_QUIET` (default true; bounded
+    /// mode only: once every shard is idle and caught up, the watermark advances with the wall clock,
+    /// see [`taxi_core::closing::quiet_advance`]); [`EnvReader::idleness`].
+    pub idleness: taxi_core::closing::Idleness,
     pub search: SearchEndpointConfig,
     /// `RECHECK_INTERVAL_SECONDS` (default 5): pause between passes in one invocation.
     pub recheck_interval_s: u64,
@@ -300,14 +298,8 @@ impl CloseWindowsConfig {
             table_name: env.required("TABLE_NAME", "the DynamoDB table name")?,
             stream_name: env.required("STREAM_NAME", "the Kinesis stream name")?,
             window: env.window_spec()?,
-            documents: DocumentSettings {
-                min_count: env.number("MIN_PICKUP_COUNT", 2u64, 1, 1_000_000)?,
-                pickup_index: env.string("PICKUP_INDEX", "pickup_count"),
-                duration_index: env.string("DURATION_INDEX", "trip_duration"),
-            },
-            idle_timeout_s: env.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?,
-            watermark_mode: env.watermark_mode()?,
-            advance_when_quiet: env.flag("ADVANCE_WHEN_QUIET", true)?,
+            documents: env.document_settings()?,
+            idleness: env.idleness()?,
             search,
             recheck_interval_s: env.number("RECHECK_INTERVAL_SECONDS", 5u64, 1, 600)?,
             keep_running_s: env.number("KEEP_RUNNING_SECONDS", 50u64, 0, 900)?,
@@ -345,9 +337,9 @@ mod close_windows_tests {
         let limits = config.search.limits;
         assert_eq!((config.documents.min_count, limits.max_documents, limits.max_bytes), (2, 1000, 5 * 1024 * 1024));
         assert!(config.search.gzip && !config.search.tls_skip_verify);
-        assert_eq!((config.recheck_interval_s, config.keep_running_s, config.idle_timeout_s), (5, 50, 300));
+        assert_eq!((config.recheck_interval_s, config.keep_running_s), (5, 50));
+        assert_eq!(config.idleness, taxi_core::closing::Idleness::Never, "producer mode: a silent shard is stuck");
         assert_eq!((config.chunk_documents, config.retention_s, config.close_expired), (5000, 48 * 3600, false));
-        assert!(config.advance_when_quiet);
         let err = CloseWindowsConfig::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),
@@ -368,10 +360,12 @@ mod close_windows_tests {
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),
             ("ES_ENDPOINT", "http://127.0.0.1:9200/"),
+            ("WATERMARK_MODE", "bounded"),
+            ("IDLE_SHARD_TIMEOUT_SECONDS", "90"),
             ("ADVANCE_WHEN_QUIET", "False"),
         ]))
         .unwrap();
-        assert!(!off.advance_when_quiet);
+        assert_eq!(off.idleness, taxi_core::closing::Idleness::After { timeout_ms: 90_000, advance_when_quiet: false });
         let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
         assert_eq!(err.variable, "ES_ENDPOINT");
     }

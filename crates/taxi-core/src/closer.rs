@@ -282,24 +282,12 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         if !new.is_empty() {
             self.store.remember_shards(&new).await.map_err(|e| e.to_string())?;
         }
-        let mut shard_ids: Vec<ShardId> = listed.union(&closer.known_shards).cloned().collect();
-        let states = self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())?;
-        let mut global = global_watermark(&shards, &states, &closer.first_seen, now, s.idleness);
-        // A quiet stream (bounded mode): worth asking Kinesis only when it would close more.
-        let gain = |q: &QuietAdvance| {
-            let through = closable_through(&s.window, q.watermark);
-            closer.closed_through.is_none_or(|c| through > c) && global.watermark.is_none_or(|w| through > closable_through(&s.window, w))
-        };
-        if let Some(quiet) = quiet_advance(&global, &states, now, s.idleness).filter(gain) {
-            if self.all_caught_up(&quiet).await {
-                global = global.with_quiet_advance(&quiet);
-            }
-        }
+        let Decision { mut shard_ids, states, global, excluded } =
+            decide(&self.store, &self.shards, &shards, &closer, &s.window, s.idleness, now).await.map_err(|e| e.to_string())?;
         if global.first_seen != closer.first_seen {
             self.store.save_first_seen(&global.first_seen).await.map_err(|e| e.to_string())?;
         }
         // Recorded before any window closes without them.
-        let excluded = exclusions(&global, &closer.excluded, closer.closed_through);
         if excluded != closer.excluded {
             self.store.save_excluded(&excluded).await.map_err(|e| e.to_string())?;
         }
@@ -473,21 +461,6 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         true
     }
 
-    /// Every shard of `quiet` caught up; an error counts as not (it holds back, as a stuck shard would).
-    async fn all_caught_up(&self, quiet: &QuietAdvance) -> bool {
-        for (shard, applied) in &quiet.shards {
-            match self.shards.caught_up(shard, applied.as_ref()).await {
-                Ok(true) => {}
-                Ok(false) => return false,
-                Err(e) => {
-                    tracing::warn!("{e}: the quiet stream's watermark waits");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
     fn out_of_time(&self, clock: &(dyn Fn() -> WallTime + Sync), deadline: WallTime) -> bool {
         clock().0 + self.settings.safety_margin_ms >= deadline.0
     }
@@ -566,6 +539,65 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         tracing::info!(window = %EventTime(window.0).to_rfc3339(), documents = documents.len(), indexed = indexed_total, retried = retried_total, rejected = rejected_total, "window emitted");
         Ok(Emitted::Done)
     }
+}
+
+/// What a pass decides before it closes anything: the states of every shard
+/// listed or ever known, the global watermark over them (the quiet rule
+/// applied when it would close more and Kinesis says each shard is caught
+/// up), and the shards left out for silence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The shards listed now and every one known before, whose partials a window is read from.
+    pub shard_ids: Vec<ShardId>,
+    pub states: BTreeMap<ShardId, ShardState>,
+    pub global: GlobalWatermark,
+    /// What [`exclusions`] makes of the stored ones.
+    pub excluded: BTreeMap<ShardId, EventTime>,
+}
+
+/// The closer's decision over `listed` (the shards Kinesis lists now) and
+/// its stored state, read only: the close-windows pass acts on it, and
+/// `taxi-pipeline status` shows it.
+pub async fn decide<St: CloserStore, Sh: ShardSource>(
+    store: &St,
+    source: &Sh,
+    listed: &[StreamShard],
+    closer: &CloserState,
+    window: &WindowSpec,
+    idleness: Idleness,
+    now: WallTime,
+) -> Result<Decision, StoreError> {
+    let shard_ids: Vec<ShardId> =
+        listed.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>().union(&closer.known_shards).cloned().collect();
+    let states = store.load_shard_states(&shard_ids).await?;
+    let mut global = global_watermark(listed, &states, &closer.first_seen, now, idleness);
+    // A quiet stream (bounded mode): worth asking Kinesis only when it would close more.
+    let gain = |q: &QuietAdvance| {
+        let through = closable_through(window, q.watermark);
+        closer.closed_through.is_none_or(|c| through > c) && global.watermark.is_none_or(|w| through > closable_through(window, w))
+    };
+    if let Some(quiet) = quiet_advance(&global, &states, now, idleness).filter(gain) {
+        if all_caught_up(source, &quiet).await {
+            global = global.with_quiet_advance(&quiet);
+        }
+    }
+    let excluded = exclusions(&global, &closer.excluded, closer.closed_through);
+    Ok(Decision { shard_ids, states, global, excluded })
+}
+
+/// Every shard of `quiet` caught up; an error counts as not (it holds back, as a stuck shard would).
+async fn all_caught_up<Sh: ShardSource>(source: &Sh, quiet: &QuietAdvance) -> bool {
+    for (shard, applied) in &quiet.shards {
+        match source.caught_up(shard, applied.as_ref()).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!("{e}: the quiet stream's watermark waits");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// What one pass carries from window to window.

@@ -7,6 +7,8 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+use crate::closing::Idleness;
+use crate::documents::DocumentSettings;
 use crate::geo::{Areas, GeoBox, GeohashPrecision};
 use crate::ingest::IngestSettings;
 use crate::watermark::WatermarkMode;
@@ -142,6 +144,26 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
         Ok(match self.choice("WATERMARK_MODE", "producer", &["producer", "bounded"])? {
             "bounded" => WatermarkMode::Bounded { max_out_of_orderness_s: self.number("MAX_OUT_OF_ORDERNESS_SECONDS", 60i64, 0, 86_400)? },
             _ => WatermarkMode::Producer,
+        })
+    }
+
+    /// When the closer leaves a silent shard out (`WATERMARK_MODE`,
+    /// `IDLE_SHARD_TIMEOUT_SECONDS`, default 300, and `ADVANCE_WHEN_QUIET`,
+    /// default true): read by the close-windows function and `taxi-pipeline status`.
+    pub fn idleness(&self) -> Result<Idleness, ConfigError> {
+        let mode = self.watermark_mode()?;
+        let timeout_s = self.number("IDLE_SHARD_TIMEOUT_SECONDS", 300i64, 1, 86_400)?;
+        Ok(Idleness::for_mode(mode, timeout_s * 1000, self.flag("ADVANCE_WHEN_QUIET", true)?))
+    }
+
+    /// The documents' settings (`MIN_PICKUP_COUNT`, default 2; `PICKUP_INDEX`,
+    /// default `pickup_count`; `DURATION_INDEX`, default `trip_duration`).
+    pub fn document_settings(&self) -> Result<DocumentSettings, ConfigError> {
+        let defaults = DocumentSettings::default();
+        Ok(DocumentSettings {
+            min_count: self.number("MIN_PICKUP_COUNT", defaults.min_count, 1, 1_000_000)?,
+            pickup_index: self.string("PICKUP_INDEX", &defaults.pickup_index),
+            duration_index: self.string("DURATION_INDEX", &defaults.duration_index),
         })
     }
 
