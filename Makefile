@@ -2,11 +2,12 @@
 #   make demo   the main job: `taxi-pipeline local`, the whole pipeline on the bundled real sample, with pictures in out/
 #   make test   every test: format, lints, unit, property and integration tests against the stand-ins
 #   make bench  the benchmarks of docs/BENCHMARKS.md
+#   make flink-peer  the Flink peer of the aggregate function, measured (README cost comparison)
 #   make soak   the whole-pipeline simulation over thousands of seeds (SEEDS=N, FIRST_SEED=S; SEED=S replays one)
 #   make build / deploy / delete  the stack on AWS with the pinned SAM CLI (README, "Deploy on AWS")
 #   make sam-build  both Lambda bootstraps for both architectures with `sam build`, as CI checks it
 
-.PHONY: demo test bench soak standins deploy-tools template-lint sam-build build deploy delete
+.PHONY: demo test bench flink-peer soak standins deploy-tools template-lint sam-build build deploy delete
 
 # Local stand-ins: DynamoDB Local and kinesalite pinned by package.json / package-lock.json
 # (they run on the machine's Java and Node.js), osmem-server pinned by requirements-standins.txt.
@@ -85,6 +86,11 @@ bench: standins
 	target/debug/taxi-standins cargo bench -p taxi-integration-tests --bench dynamodb_writes --bench close_latency
 	cargo bench -p taxi-pipeline --bench replay
 	cargo bench -p taxi-pipeline --bench batch
+
+# The Flink peer of the aggregate function, for the README's Managed Flink sizing
+# (Flink's jars from PyPI, a JDK 17; SAMPLE=, REPETITIONS=).
+flink-peer:
+	bench/flink-peer/run.sh
 
 # The deterministic simulation (crates/taxi-core/tests/sim) over many seeds, with figures;
 # `make test` runs a few hundred. SEED=S replays one seed alone with its trace.
