@@ -284,13 +284,8 @@ impl<S: PartialStore> Aggregator<S> {
         next.sealing.clear();
         // Panes whose every window the closer has emitted need no tracking: late data
         // for them travels by re-emit markers, and re-emission finds them by their seal.
-        if let Some(closed_through) = progress.closed_through {
-            let closed: Vec<_> = next
-                .open_panes
-                .keys()
-                .copied()
-                .filter(|pane| spec.window_end(spec.last_window_containing(*pane)) <= closed_through)
-                .collect();
+        if progress.closed_through.is_some() {
+            let closed: Vec<_> = next.open_panes.keys().copied().filter(|pane| every_window_closed(spec, *pane, progress)).collect();
             for pane in closed {
                 let log = next.open_panes.remove(&pane).expect("listed above");
                 next.sealing.insert(pane, log.refs);
@@ -437,6 +432,11 @@ impl BatchPlan<'_> {
     }
 }
 
+/// Whether the closer has emitted every window containing `pane`.
+fn every_window_closed(spec: &WindowSpec, pane: PaneStart, progress: &CloserProgress) -> bool {
+    progress.closed_through.is_some_and(|closed| spec.window_end(spec.last_window_containing(pane)) <= closed)
+}
+
 /// Decodes, validates, judges the lateness of and pre-aggregates the records
 /// the shard has not applied yet, in order, as far as one commit can take
 /// them. Records not above everything seen before (redeliveries) are left out.
@@ -463,6 +463,9 @@ pub fn plan_batch<'a>(
     };
     let mut aggregate = BatchAggregate::default();
     let mut touched_panes: BTreeSet<PaneStart> = BTreeSet::new();
+    // The panes the commit keeps open: it prunes those the closer is done with,
+    // so a state at the cap makes room as soon as the closer closes windows.
+    let still_open = state.open_panes.keys().filter(|pane| !every_window_closed(spec, **pane, progress)).count();
     let mut new_panes = 0;
     let mut logged = 0;
     for record in records {
@@ -488,7 +491,7 @@ pub fn plan_batch<'a>(
                 if !plan.fresh.is_empty() && touched > settings.max_touched_per_commit {
                     break;
                 }
-                if opens_in_state && state.open_panes.len() + new_panes >= MAX_OPEN_PANES {
+                if opens_in_state && still_open + new_panes >= MAX_OPEN_PANES {
                     plan.held_back = true;
                     break;
                 }

@@ -13,7 +13,7 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 use taxi_core::aggregate::MetricKey;
 use taxi_core::event::{watermark_event_json, TripEvent};
-use taxi_core::ingest::{Aggregator, IngestSettings, InputRecord};
+use taxi_core::ingest::{Aggregator, IngestSettings, InputRecord, MAX_OPEN_PANES};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{PaneLog, ShardId, ShardState};
 use taxi_core::store::{FaultyStore, MemoryStore, MemoryTables};
@@ -268,6 +268,46 @@ fn a_failed_write_asks_for_a_retry_from_its_first_record_and_the_retry_completes
     let report = block_on(aggregator.process_batch(&shard, &records[at..], NOW));
     assert_eq!(report.retry_from, None);
     assert_eq!(aggregator.store().inner().snapshot(), clean_pass(aggregator.settings(), CloserProgress::default(), &[(shard, records)]));
+}
+
+/// Issue 12, hole 5: a shard state listing the most open panes it may holds the
+/// batch back at the first trip that would open another (a retry from that
+/// record, with a log line naming why), never a panic or an item past
+/// DynamoDB's limit; once the closer has closed windows, the redelivery commits
+/// the rest and nothing is lost or counted twice.
+#[test]
+fn a_state_with_the_most_open_panes_holds_the_batch_back_until_the_closer_closes_windows() {
+    let panes = MAX_OPEN_PANES + 10;
+    // One trip per 10-minute pane; the wall clock past them all (none is from the future).
+    let specs: Vec<Spec> =
+        (0..panes).map(|p| Spec::Trip { pickup: 0, dropoff: 0, dropoff_offset_s: 600 * p as i64 + 60, duration_s: 300 }).collect();
+    let now = WallTime((BASE + 600 * panes as i64 + 86_400) * 1000);
+    let records = records(&specs, &[1]);
+    let shard = ShardId("shardId-000000000000".into());
+    let aggregator = Aggregator::new(MemoryStore::new(), IngestSettings::default());
+    let state = || aggregator.store().snapshot().shard_states.get(&shard).cloned().expect("a state");
+
+    let report = block_on(aggregator.process_batch(&shard, &records, now));
+    let held = MAX_OPEN_PANES;
+    assert_eq!(report.retry_from.as_ref(), Some(&records[held].seq), "held back at the trip that would open one pane too many");
+    assert!(report.metrics.retry_requested);
+    assert_eq!(state().open_panes.len(), MAX_OPEN_PANES);
+    assert_eq!(state().applied_seq.as_ref(), Some(&records[held - 1].seq));
+
+    // The same redelivery waits while the closer stands still...
+    let report = block_on(aggregator.process_batch(&shard, &records[held..], now));
+    assert_eq!(report.retry_from.as_ref(), Some(&records[held].seq));
+    // ...and commits once it has closed the first 100 windows.
+    let closed = EventTime(BASE + 600 * 100);
+    let progress =
+        CloserProgress { closed_through: Some(closed), watermark: Some(closed), closing_through: Some(closed), excluded_since: None };
+    aggregator.store().set_closer_progress(progress);
+    let report = block_on(aggregator.process_batch(&shard, &records[held..], now));
+    assert_eq!(report.retry_from, None);
+    let state = state();
+    assert_eq!(state.applied_seq.as_ref(), records.last().map(|r| &r.seq));
+    assert_eq!(state.counters.trips_aggregated, panes as u64, "every trip once");
+    assert_eq!(state.open_panes.len(), panes - 100, "the closed panes pruned, the rest open");
 }
 
 #[test]
