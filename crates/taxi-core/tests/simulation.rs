@@ -112,13 +112,16 @@ fn a_stream_that_stops_without_a_final_watermark_closes_its_last_window_within_t
 /// Seeds of this simulator that failed before the fix named, each shown by
 /// undoing that fix alone (a change to the simulator or its generator
 /// reshuffles seeds: find them again by undoing each fix, as the note of
-/// issue 12 describes).
+/// issue 12 describes). Re-derived on state layout 3, except 90 and 144:
+/// their fix is now the layout itself (a trip is judged in the commit that
+/// applies it, and a batch item no landed state names is never read), so no
+/// single change undoes it; they stay as scenarios of that race.
 const REGRESSIONS: [(u64, &str); 15] = [
     (4, "TTL compared event time with the wall clock: a historic replay's partials expired before their windows closed"),
     (7, "producer mode judged a stuck shard idle: windows closed without its backlog (historic replay)"),
     (18, "producer mode judged a stuck shard idle (live stream)"),
     (1013, "stale closer progress: a partial landing after the closer read its window was lost"),
-    (52, "an older document landing late overwrote a newer one (no external versions)"),
+    (32, "an older document landing late overwrote a newer one (no external versions)"),
     (637, "a parent past the stream's retention was forgotten: its partials were missing from a re-emission"),
     (90, "a trip written by an attempt that died was counted dropped by the redelivery and indexed"),
     (144, "a trip partly written by an attempt that died was dropped by the redelivery"),
@@ -128,7 +131,7 @@ const REGRESSIONS: [(u64, &str); 15] = [
     (270, "bounded mode: a stuck shard judged idle (sliding windows)"),
     (6, "a wrong date in the producer's input moved its reorder horizon: in-order trips were refused"),
     (19, "a wrong date in the producer's input moved its reorder horizon (historic replay)"),
-    (2477, "a split after the producer's last watermark: children that never report stalled the stream"),
+    (1122, "a split after the producer's last watermark: children that never report stalled the stream"),
 ];
 
 /// Seeds of the closer's knobs (`Scenario::random`: deadlines too short for a
@@ -136,7 +139,9 @@ const REGRESSIONS: [(u64, &str); 15] = [
 /// the first three with the whole window in one chunk (or with the progress
 /// within a window ignored), the next two with `close_expired` on, as the
 /// closer was before it refused expired windows, the last with the closer's
-/// observation of open panes saved unconditionally (a late write went backwards).
+/// observation of open panes saved unconditionally (a late write went backwards;
+/// on state layout 3 it passes with that undone, and no seed of 0..2,000 and
+/// 1,000,000..1,014,000 fails by it alone: kept as a scenario of that race).
 const CLOSER_REGRESSIONS: [(u64, &str); 6] = [
     (1, "a window too big for one invocation never closed (historic replay)"),
     (13, "a window too big for one invocation never closed (live stream)"),
@@ -152,7 +157,7 @@ const CLOSER_REGRESSIONS: [(u64, &str); 6] = [
 const QUIET_REGRESSIONS: [(u64, &str); 4] = [
     (0, "a live stream that stops without a final watermark: its last windows never closed"),
     (1, "a historic replay that stops without a final watermark: its last windows never closed"),
-    (5, "the quiet rule over a stuck shard (reading paused): windows closed over its unapplied on-time trips"),
+    (7, "the quiet rule over a stuck shard (reading paused): windows closed over its unapplied on-time trips"),
     (32, "the quiet rule over a shard with unapplied records: closed beyond what the records promise"),
 ];
 
