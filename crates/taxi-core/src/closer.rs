@@ -357,8 +357,12 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         for marker in markers {
             by_window.entry(marker.window).or_default().push(marker);
         }
-        let marker_set =
-            |markers: &[StoredMarker]| -> BTreeMap<ShardId, SeqNum> { markers.iter().map(|m| (m.shard.clone(), m.seq.clone())).collect() };
+        let served = |marker: &StoredMarker| states.get(&marker.shard).is_some_and(|state| state.has_applied(&marker.seq));
+        // A window's progress is resumed only under the same served markers: a
+        // marker whose commit lands between two passes changes what was indexed.
+        let marker_set = |markers: &[StoredMarker]| -> BTreeMap<ShardId, SeqNum> {
+            markers.iter().filter(|m| served(m)).map(|m| (m.shard.clone(), m.seq.clone())).collect()
+        };
         // Re-emission reads every shard, sealed panes too: open panes are pruned once their windows are closed.
         let every_shard = |pane: PaneStart| -> Vec<(ShardId, Vec<LogRef>)> {
             shard_ids.iter().map(|id| (id.clone(), states.get(id).map(|state| state.refs_of(pane)).unwrap_or_default())).collect()
@@ -377,8 +381,7 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
                 return Ok(());
             }
             for marker in markers {
-                let served = states.get(&marker.shard).is_some_and(|state| state.has_applied(&marker.seq));
-                if served {
+                if served(marker) {
                     self.store.delete_reemit_marker(marker).await.map_err(|e| e.to_string())?;
                 } else {
                     tracing::info!(window = %EventTime(window.0).to_rfc3339(), shard = %marker.shard, seq = %marker.seq, "re-emit marker kept: its commit has not landed yet (or never will: then the shard's next records serve it)");
