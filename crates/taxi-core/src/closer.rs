@@ -297,24 +297,6 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
         tracing::info!(watermark = ?watermark.map(EventTime::to_rfc3339), closed_through = ?closer.closed_through.map(EventTime::to_rfc3339), shards = %verdicts.join(","), "global watermark");
         report.global = Some(global);
 
-        // What the shard states just read say about when each open pane was first written.
-        let observation = closer.observation.observe(
-            states.values().flat_map(|state| state.open_panes.keys().copied()),
-            &s.window,
-            closer.closed_through,
-            now,
-            s.retention_s,
-        );
-        // Recorded whether the pass announces or not (a pane's first listing must be
-        // seen while its data is young, not when its window first becomes closable),
-        // when it lists new panes or the last record is getting old: a pane first
-        // listed now counts as written since that record, which errs early.
-        let stored = &closer.observation;
-        let changed = observation.since != stored.since || observation.pruned_through != stored.pruned_through;
-        if changed || stored.observed_at.is_none_or(|at| now.0 - at.0 >= OBSERVATION_REFRESH_MS) {
-            self.store.save_observation(&observation).await.map_err(|e| e.to_string())?;
-        }
-
         // Phase one: announce what this pass closes before reading anything, and
         // stamp it into every shard state; an aggregate commit judged against an
         // older announcement is refused. Stamped again on every pass that
@@ -345,14 +327,34 @@ impl<St: CloserStore, Sh: ShardSource, Si: DocumentSink> Closer<St, Sh, Si> {
             }
             None => states,
         };
-        // Every read of this pass comes after the announcement, so a pane read once serves every window of it.
-        let mut pass = Pass { panes: PaneReads::default(), cursor: closer.close_cursor.clone(), observation };
-
         // Late data first: those windows are older than any still open.
         let markers = self.store.list_reemit_markers().await.map_err(|e| e.to_string())?;
         // Read after the markers: a marker is written before its commit's state,
         // so a marker counts as served only by states that include its commit.
         let states = if markers.is_empty() { states } else { self.store.load_shard_states(&shard_ids).await.map_err(|e| e.to_string())? };
+
+        // When each pane was first written, as far as this pass can tell: the panes the
+        // states list, and those of the windows marked for late data (a late commit's
+        // pane is never listed open, and its marker can be overwritten by a newer one).
+        // Recorded whether the pass announces or not (a pane's first listing must be
+        // seen while its data is young, not when its window first becomes closable),
+        // when it lists new panes or the last record is getting old: a pane first
+        // listed now counts as written since that record, which errs early.
+        let marked_panes = markers.iter().flat_map(|marker| s.window.panes_of(marker.window));
+        let observation = closer.observation.observe(
+            states.values().flat_map(|state| state.open_panes.keys().copied()).chain(marked_panes),
+            &s.window,
+            closer.closed_through,
+            now,
+            s.retention_s,
+        );
+        let stored = &closer.observation;
+        let changed = observation.since != stored.since || observation.pruned_through != stored.pruned_through;
+        if changed || stored.observed_at.is_none_or(|at| now.0 - at.0 >= OBSERVATION_REFRESH_MS) {
+            self.store.save_observation(&observation).await.map_err(|e| e.to_string())?;
+        }
+        // Every read of this pass comes after the announcement, so a pane read once serves every window of it.
+        let mut pass = Pass { panes: PaneReads::default(), cursor: closer.close_cursor.clone(), observation };
         let mut by_window: BTreeMap<WindowStart, Vec<StoredMarker>> = BTreeMap::new();
         for marker in markers {
             by_window.entry(marker.window).or_default().push(marker);
@@ -634,12 +636,15 @@ mod tests {
     /// A replay: the wall clock is years past the event time.
     const T0: i64 = 1_796_000_000_000;
     const SHARD: &str = "shardId-000000000000";
+    /// A window closed long before: late data for it is never listed open, only marked.
+    const LATE: WindowStart = WindowStart(WINDOW.0 - 3600);
 
     /// The closer's table in memory, and a wall clock the sink moves on.
     #[derive(Default)]
     struct Table {
         state: Mutex<CloserState>,
         partials: Vec<(MetricKey, PartialValue)>,
+        markers: Vec<StoredMarker>,
         clock: Arc<AtomicI64>,
         cursor_writes: Mutex<Vec<Option<CloseCursor>>>,
     }
@@ -664,10 +669,10 @@ mod tests {
             Ok(())
         }
         async fn read_pane(&self, pane: PaneStart, _: &[(ShardId, Vec<LogRef>)], _: bool) -> Result<Partials, StoreError> {
-            Ok(if pane.0 == WINDOW.0 { self.partials.iter().cloned().collect() } else { Partials::new() })
+            Ok(if pane.0 == WINDOW.0 || pane.0 == LATE.0 { self.partials.iter().cloned().collect() } else { Partials::new() })
         }
         async fn list_reemit_markers(&self) -> Result<Vec<StoredMarker>, StoreError> {
-            Ok(Vec::new())
+            Ok(self.markers.clone())
         }
         async fn delete_reemit_marker(&self, _: &StoredMarker) -> Result<(), StoreError> {
             Ok(())
@@ -843,5 +848,24 @@ mod tests {
         let forced = Closer { settings: CloserSettings { close_expired: true, ..closer.settings.clone() }, ..self::closer(&table, 10) };
         let report = block_on(invoke_for(&forced, &table, 20_000));
         assert_eq!((report.windows_closed, report.refused_expired.len()), (1, 0));
+    }
+
+    #[test]
+    fn late_data_waiting_past_the_retention_is_refused_not_re_emitted() {
+        for (hours, refused) in [(47, false), (49, true)] {
+            let marker = StoredMarker { window: LATE, shard: ShardId(SHARD.into()), seq: SeqNum::parse("7").unwrap() };
+            let table = Table { markers: vec![marker], ..table() };
+            let closer = closer(&table, 10);
+            let clock = || WallTime(table.clock.load(Ordering::SeqCst));
+            // A first pass with no time to index (the endpoint was down, say) sees the marker.
+            let first = block_on(closer.run_once(&clock, WallTime(clock().0 + 500)));
+            assert_eq!(first.windows_reemitted, 0);
+            let observation = table.state.lock().unwrap().observation.clone();
+            assert_eq!(observation.since.get(&PaneStart(LATE.0)), Some(&WallTime(T0)), "the marked window's pane is recorded");
+            table.clock.fetch_add(hours * 3_600_000, Ordering::SeqCst);
+            let report = block_on(invoke_for(&closer, &table, 20_000));
+            assert_eq!(report.refused_expired.contains(&LATE), refused, "{hours} h later: {report:?}");
+            assert_eq!(report.windows_reemitted, u64::from(!refused), "{hours} h later");
+        }
     }
 }

@@ -16,9 +16,12 @@
 //! - `written_at >` the last recorded observation of the shard states that
 //!   did not list the pane, minus [`CHECKPOINT_LAG_S`]: a batch's partial
 //!   writes land before the state save that lists their pane, within one
-//!   invocation. The closer records, with each announcement of a close, the
-//!   time it read the states and every open pane they listed
-//!   ([`PaneObservation`]); the bound is what replays of old data rely on.
+//!   invocation. The closer records, on its passes, the time it read the
+//!   states and every open pane they listed ([`PaneObservation`]), and every
+//!   pane of the windows its re-emit markers name: late data for a closed
+//!   window is never listed open, but its marker is written with its partials
+//!   and outlives them by one more retention, so the closer sees it even after
+//!   an outage that long. The bound is what replays of old data rely on.
 //!
 //! A pane *may have expired* at wall time `t` when `t` is past either bound's
 //! `+ retention`, whichever is later, for the pane's earliest possible write.

@@ -294,7 +294,13 @@ impl<S: PartialStore> Aggregator<S> {
         let markers = plan
             .reemit
             .iter()
-            .map(|w| ReemitMarker { window: *w, seq: seq.clone(), expires_at: self.expires_at(spec.window_end(*w), now) })
+            // A marker outlives the partials it points to by one more retention, so
+            // that a closer kept from them that long still finds it, and refuses
+            // the window as expired instead of losing it without a trace.
+            .map(|w| {
+                let expires_at = self.expires_at(spec.window_end(*w), now).plus_seconds(self.settings.retention_s);
+                ReemitMarker { window: *w, seq: seq.clone(), expires_at }
+            })
             .collect();
         let write = LogWrite { item, item_expires_at, markers, seals };
         self.store.write_log(shard, &write).await?;
