@@ -410,3 +410,40 @@ impl CloserStore for Scripted {
         self.inner.put_dead_letters(letters, now).await
     }
 }
+
+/// With daily indices the index names become aliases: an index that already
+/// holds one of those names (written with `INDEX_RETENTION_DAYS=0`) is refused
+/// with what to do, before any document is sent.
+#[tokio::test]
+async fn daily_indices_refuse_an_index_that_holds_their_aliass_name() {
+    use taxi_aws::search::{SearchAuth, SearchConfig, SearchSink};
+    use taxi_core::closer::{DocumentSink, SinkError};
+    use taxi_core::documents::{Document, DocumentSettings};
+
+    let old = taxi_integration_tests::standins::unique_name("old-pickups");
+    let created = reqwest::Client::new().put(format!("{}/{old}", opensearch_endpoint())).send().await.unwrap().status();
+    assert!(created.is_success(), "creating {old}: {created}");
+    let documents = DocumentSettings {
+        pickup_index: old.clone(),
+        duration_index: taxi_integration_tests::standins::unique_name("old-durations"),
+        index_retention_days: Some(7),
+        ..DocumentSettings::default()
+    };
+    let sink = SearchSink::new(SearchConfig {
+        endpoint: opensearch_endpoint().to_owned(),
+        auth: SearchAuth::None,
+        documents: documents.clone(),
+        limits: taxi_core::bulk::BulkLimits::default(),
+        gzip: false,
+        tls_skip_verify: false,
+        request_timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap();
+    let index = documents.index_for(&old, taxi_core::window::WindowStart(1_420_848_000));
+    let document =
+        Document { index, id: "pickups-1420848000-600s-dr5ru7".into(), source: serde_json::json!({"pickup_count": 3}), version: 3 };
+    let refused = sink.index(&[document], far_deadline()).await.expect_err("an index in the alias's place");
+    assert!(matches!(&refused, SinkError::Refused(m) if m.contains("INDEX_RETENTION_DAYS") && m.contains(&old)), "{refused:?}");
+    let daily = reqwest::get(format!("{}/{old}-2015.01.10", opensearch_endpoint())).await.unwrap().status();
+    assert_eq!(daily.as_u16(), 404, "no document was sent");
+}

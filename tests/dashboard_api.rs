@@ -342,8 +342,12 @@ async fn basic_auth_gate(upstream: &'static str, username: &str, password: &str)
 async fn basic_auth_stays_in_the_cli_and_never_reaches_the_browser() {
     let password = "s3cret-Pa55-for-the-gate";
     let gate = basic_auth_gate(opensearch_endpoint(), "reader", password).await;
-    let documents =
-        DocumentSettings { min_count: 2, pickup_index: unique_name("auth-pickups"), duration_index: unique_name("auth-durations") };
+    let documents = DocumentSettings {
+        min_count: 2,
+        pickup_index: unique_name("auth-pickups"),
+        duration_index: unique_name("auth-durations"),
+        index_retention_days: None,
+    };
     let with = |password: &str| SearchConfig {
         auth: SearchAuth::Basic { username: "reader".into(), password: password.into() },
         ..search_config(&gate, &documents)

@@ -147,8 +147,12 @@ async fn the_page_follows_a_local_run_and_shows_what_the_index_holds() {
     let started = Instant::now();
     let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
     let name = unique_name("dashboard-browser");
-    let documents =
-        DocumentSettings { min_count: 2, pickup_index: format!("pickup_count-{name}"), duration_index: format!("trip_duration-{name}") };
+    let documents = DocumentSettings {
+        min_count: 2,
+        pickup_index: format!("pickup_count-{name}"),
+        duration_index: format!("trip_duration-{name}"),
+        index_retention_days: None,
+    };
     let listen = format!("127.0.0.1:{}", free_port().unwrap());
     let base = format!("http://{listen}/");
     let mut line: Vec<String> = ["taxi-pipeline", "local"].map(String::from).to_vec();

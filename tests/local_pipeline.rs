@@ -19,8 +19,12 @@ use taxi_pipeline::local::{run_local, LocalArgs, LocalSummary};
 
 /// The command line of a local run on the test stand-ins, with names of its own.
 fn local_args(input: &Path, name: &str, extra: &[&str]) -> (LocalArgs, DocumentSettings) {
-    let documents =
-        DocumentSettings { min_count: 2, pickup_index: format!("pickup_count-{name}"), duration_index: format!("trip_duration-{name}") };
+    let documents = DocumentSettings {
+        min_count: 2,
+        pickup_index: format!("pickup_count-{name}"),
+        duration_index: format!("trip_duration-{name}"),
+        index_retention_days: None,
+    };
     let mut line: Vec<String> = vec!["taxi-pipeline".into(), "local".into(), "--input".into(), input.display().to_string()];
     for (flag, value) in [
         ("--kinesis-endpoint", kinesis_endpoint().to_owned()),
@@ -243,21 +247,7 @@ async fn verify_agrees_after_a_local_run_and_finds_an_index_changed_behind_its_b
         reqwest::get(format!("{}/{index}/_settings", opensearch_endpoint())).await.unwrap().json().await.unwrap();
     let replicas = &settings[index.as_str()]["settings"]["index"]["number_of_replicas"];
     assert!(replicas == "0" || replicas == 0, "{index}: {settings}");
-    let line = [
-        "taxi-pipeline",
-        "verify",
-        "--input",
-        &fixture_path().display().to_string(),
-        "--es-endpoint",
-        opensearch_endpoint(),
-        "--pickup-index",
-        &documents.pickup_index,
-        "--duration-index",
-        &documents.duration_index,
-        "--quiet",
-    ]
-    .map(str::to_owned);
-    let Command::Verify(verify_args) = Cli::try_parse_from(line).expect("a valid command line").command else { panic!("verify") };
+    let verify_args = verify_args(&documents);
     let no_env = |_: &str| None;
     let clean = taxi_pipeline::verify::verify(&verify_args, no_env).await.expect("verify runs");
     assert!(clean.agrees(), "{:?}", clean.lines());
@@ -289,4 +279,56 @@ async fn verify_agrees_after_a_local_run_and_finds_an_index_changed_behind_its_b
     assert!(changed.different[0].1.iter().any(|d| d.starts_with("pickup_count: ")), "{:?}", changed.different);
     assert_eq!(changed.matching, expected.len() - 2);
     assert!(changed.lines()[0].contains("1 missing, 1 extra, 1 different"), "{:?}", changed.lines());
+}
+
+/// `taxi-pipeline verify` of the fixture against the indices of `documents`.
+fn verify_args(documents: &DocumentSettings) -> taxi_pipeline::batch::BatchArgs {
+    let line = [
+        "taxi-pipeline",
+        "verify",
+        "--input",
+        &fixture_path().display().to_string(),
+        "--es-endpoint",
+        opensearch_endpoint(),
+        "--pickup-index",
+        &documents.pickup_index,
+        "--duration-index",
+        &documents.duration_index,
+        "--quiet",
+    ]
+    .map(str::to_owned);
+    let Command::Verify(args) = Cli::try_parse_from(line).expect("a valid command line").command else { panic!("verify") };
+    args
+}
+
+/// With `INDEX_RETENTION_DAYS`, documents go to daily indices (the UTC day of
+/// their window start) behind the readers' alias, which holds exactly the
+/// oracle's documents, and `verify` agrees through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_indices_hold_the_oracles_documents_behind_their_alias() {
+    let name = unique_name("local-daily");
+    let (args, documents) = local_args(&fixture_path(), &name, &["--set", "INDEX_RETENTION_DAYS=30"]);
+    run_local(args).await.expect("the local run");
+    let expected = expected_documents(&documents, &oracle::expected(&fixture_path(), 600, 6));
+    assert_same(&indexed_counts(opensearch_endpoint(), &documents).await, &expected, "documents read through the alias");
+
+    let pickups = &documents.pickup_index;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/{pickups}/_search", opensearch_endpoint()))
+        .json(&serde_json::json!({"size": 10_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hits = answer["hits"]["hits"].as_array().expect("hits");
+    assert!(!hits.is_empty());
+    for hit in hits {
+        let day = hit["_source"]["window_start"].as_str().unwrap()[..10].replace('-', ".");
+        assert_eq!(hit["_index"].as_str(), Some(format!("{pickups}-{day}").as_str()), "{hit}");
+    }
+    let verified = taxi_pipeline::verify::verify(&verify_args(&documents), |_: &str| None).await.expect("verify runs");
+    assert!(verified.agrees(), "{:?}", verified.lines());
+    assert_eq!(verified.matching, expected.len());
 }

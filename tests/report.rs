@@ -120,7 +120,12 @@ async fn pictures_of_the_real_sample_show_the_busiest_window_and_both_airports()
 #[tokio::test]
 async fn errors_say_what_is_wrong() {
     let out = std::env::temp_dir().join(unique_name("report-errors"));
-    let missing = DocumentSettings { min_count: 2, pickup_index: unique_name("no-such-index"), duration_index: unique_name("nor-this") };
+    let missing = DocumentSettings {
+        min_count: 2,
+        pickup_index: unique_name("no-such-index"),
+        duration_index: unique_name("nor-this"),
+        index_retention_days: None,
+    };
     let error = render_report(&ReportOptions::new(search_config(opensearch_endpoint(), &missing), &out)).await.unwrap_err();
     assert!(matches!(&error, ReportError::IndexMissing { index, .. } if *index == missing.pickup_index), "{error}");
 

@@ -249,9 +249,10 @@ fn every_variable_the_functions_read_is_fed_by_a_parameter_and_their_defaults_ag
             };
             let (bare, _) = aggregate_config(&only(&aggregate_env, &["TABLE_NAME"]));
             assert_eq!(aggregate, bare.unwrap(), "aggregate: template defaults = the function's defaults");
-            // The stack's replica count follows its domain (one node: 0); the function's default is the cluster's.
-            let (bare, _) =
-                close_windows_config(&only(&close_env, &["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH", "INDEX_REPLICAS"]));
+            // The stack's replica count follows its domain (one node: 0), the function's default is the cluster's;
+            // the stack's domain keeps 30 days of daily indices, the function's default one index forever.
+            let keep = ["TABLE_NAME", "STREAM_NAME", "ES_ENDPOINT", "ES_AUTH", "INDEX_REPLICAS", "INDEX_RETENTION_DAYS"];
+            let (bare, _) = close_windows_config(&only(&close_env, &keep));
             let bare = bare.unwrap();
             assert_eq!(close, bare, "close-windows: template defaults = the function's defaults");
         }
@@ -503,6 +504,7 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
         "sqs:SendMessage",
         "es:ESHttpPost",
         "es:ESHttpPut",
+        "es:ESHttpGet",
     ] {
         assert!(granted.contains(action), "{action} is granted");
     }
@@ -514,12 +516,33 @@ fn iam_grants_named_actions_on_this_stacks_resources_only() {
     for (_, document) in &documents {
         strings(document, &mut resources);
     }
-    let settings =
-        taxi_core::documents::DocumentSettings { min_count: 2, pickup_index: "PICKUPS".into(), duration_index: "DURATIONS".into() };
-    for (name, _) in taxi_core::documents::index_templates(&settings) {
-        let granted_path =
-            format!("/_index_template/{}", name.replace("PICKUPS", "${PickupIndexName}").replace("DURATIONS", "${DurationIndexName}"));
+    // The index template and lifecycle policy paths granted are the ones the sink puts.
+    let settings = taxi_core::documents::DocumentSettings {
+        min_count: 2,
+        pickup_index: "PICKUPS".into(),
+        duration_index: "DURATIONS".into(),
+        index_retention_days: Some(1),
+    };
+    let parameter = |path: String| path.replace("PICKUPS", "${PickupIndexName}").replace("DURATIONS", "${DurationIndexName}");
+    let templates = taxi_core::documents::index_templates(&settings).into_iter().map(|(name, _)| format!("/_index_template/{name}"));
+    let policies = taxi_core::documents::lifecycle_policies(&settings).into_iter().map(|(id, _)| format!("/_plugins/_ism/policies/{id}"));
+    // And the names the sink reads before daily indices take them as aliases.
+    let names = ["/PICKUPS".to_owned(), "/DURATIONS".to_owned()];
+    for path in templates.chain(policies).chain(names) {
+        let granted_path = parameter(path);
         assert!(resources.iter().any(|r| r.ends_with(&granted_path)), "{granted_path} is granted");
+    }
+}
+
+/// Daily indices with a lifecycle policy on a created domain by default (its
+/// 10 GiB volume fills in under two months at the reference load), none with 0.
+#[test]
+fn the_index_retention_reaches_the_closer() {
+    let t = template();
+    assert_eq!(t["Parameters"]["IndexRetentionDays"]["Default"].as_i64(), Some(30));
+    for (days, expected) in [("30", Some(30)), ("0", None), ("400", Some(400))] {
+        let env = Stack::new(&t, &[("IndexRetentionDays", days)]).environment("CloseWindowsFunction");
+        assert_eq!(close_windows_config(&env).0.unwrap().documents.index_retention_days, expected, "IndexRetentionDays={days}");
     }
 }
 
@@ -528,7 +551,7 @@ fn the_search_domain_admits_the_closer_role_and_the_dashboard_cidr_only() {
     let t = template();
     let domain = &t["Resources"]["OpenSearchDomain"]["Properties"]["AccessPolicies"];
     let statements = alternatives(&domain["Statement"]);
-    assert_eq!(statements.len(), 2);
+    assert_eq!(statements.len(), 3);
     for statement in statements {
         assert_eq!(statement["Effect"].as_str(), Some("Allow"));
         let principal = &statement["Principal"]["AWS"];

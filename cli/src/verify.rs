@@ -77,7 +77,10 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
 pub async fn verify(args: &BatchArgs, env: impl Fn(&str) -> Option<String> + Copy) -> anyhow::Result<Verification> {
     let endpoint = args.es_endpoint.as_deref().context("verify needs --es-endpoint, the endpoint whose indices are checked")?;
     anyhow::ensure!(args.output.is_none(), "verify writes no documents: --output does not apply");
-    let settings = batch_settings(args, env, WallTime::now())?;
+    let mut settings = batch_settings(args, env, WallTime::now())?;
+    // Compared through the readers' names (with daily indices, their aliases),
+    // whatever INDEX_RETENTION_DAYS the deployment has: verify checks what is indexed.
+    settings.documents.index_retention_days = None;
     let documents = settings.documents.clone();
     let sink = search_sink(endpoint, &documents, env).await?;
     let input = BatchInput {

@@ -46,6 +46,7 @@ impl Deployment {
                 min_count: 2,
                 pickup_index: format!("pickup_count-{name}"),
                 duration_index: format!("trip_duration-{name}"),
+                index_retention_days: None,
             },
             table: name.clone(),
             stream: name,

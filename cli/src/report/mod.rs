@@ -425,6 +425,8 @@ impl SearchArgs {
             min_count: self.min_pickup_count,
             pickup_index: self.pickup_index.clone(),
             duration_index: self.duration_index.clone(),
+            // The report reads through the names alone (the alias, with daily indices).
+            index_retention_days: None,
         };
         // The boxes drawn are the aggregate function's (CITY_AREA, JFK_AREA, LGA_AREA).
         let areas = EnvReader::new(|name: &str| std::env::var(name).ok()).areas().map_err(|e| ReportError::Config(e.to_string()))?;

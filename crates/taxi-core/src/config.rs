@@ -157,13 +157,16 @@ impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
     }
 
     /// The documents' settings (`MIN_PICKUP_COUNT`, default 2; `PICKUP_INDEX`,
-    /// default `pickup_count`; `DURATION_INDEX`, default `trip_duration`).
+    /// default `pickup_count`; `DURATION_INDEX`, default `trip_duration`;
+    /// `INDEX_RETENTION_DAYS`, default 0: one index per kind kept forever, else
+    /// daily indices deleted that many days after their creation).
     pub fn document_settings(&self) -> Result<DocumentSettings, ConfigError> {
         let defaults = DocumentSettings::default();
         Ok(DocumentSettings {
             min_count: self.number("MIN_PICKUP_COUNT", defaults.min_count, 1, 1_000_000)?,
             pickup_index: self.string("PICKUP_INDEX", &defaults.pickup_index),
             duration_index: self.string("DURATION_INDEX", &defaults.duration_index),
+            index_retention_days: Some(self.number("INDEX_RETENTION_DAYS", 0u32, 0, 3650)?).filter(|days| *days > 0),
         })
     }
 

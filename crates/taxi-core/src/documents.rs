@@ -19,13 +19,45 @@ use crate::window::{WindowSpec, WindowStart};
 pub struct DocumentSettings {
     /// Hot spots and per-cell airport durations need at least this many trips.
     pub min_count: u64,
+    /// The name readers use: the index itself, or with daily indices their alias.
     pub pickup_index: String,
     pub duration_index: String,
+    /// `None`: one index per kind, kept forever. `Some(days)`: one index per
+    /// kind and UTC day of the window start (`<name>-yyyy.mm.dd`, so a
+    /// re-emission lands in the index of its first emission), all behind the
+    /// alias `<name>`, each deleted by a lifecycle policy `days` after its creation.
+    pub index_retention_days: Option<u32>,
 }
 
 impl Default for DocumentSettings {
     fn default() -> Self {
-        DocumentSettings { min_count: 2, pickup_index: "pickup_count".into(), duration_index: "trip_duration".into() }
+        DocumentSettings {
+            min_count: 2,
+            pickup_index: "pickup_count".into(),
+            duration_index: "trip_duration".into(),
+            index_retention_days: None,
+        }
+    }
+}
+
+impl DocumentSettings {
+    /// The index a document of `window` goes to, for the readers' name `name`.
+    pub fn index_for(&self, name: &str, window: WindowStart) -> String {
+        match self.index_retention_days {
+            None => name.to_owned(),
+            Some(_) => {
+                let day = crate::time::EventTime(window.0).to_rfc3339();
+                format!("{name}-{}", day.get(..10).unwrap_or(&day).replace('-', "."))
+            }
+        }
+    }
+
+    /// The index pattern the index template (and the lifecycle policy) of `name` applies to.
+    fn index_pattern(&self, name: &str) -> String {
+        match self.index_retention_days {
+            None => format!("{name}*"),
+            Some(_) => format!("{name}-*"),
+        }
     }
 }
 
@@ -80,7 +112,7 @@ pub fn window_documents(
     for (key, value) in merged {
         let document = match *key {
             MetricKey::Pickups(cell) if value.count >= settings.min_count => Document {
-                index: settings.pickup_index.clone(),
+                index: settings.index_for(&settings.pickup_index, window),
                 id: format!("{}-{cell}", id_prefix("pickups")),
                 source: with_times(cell_fields(cell, json!({ "pickup_count": value.count }))),
                 version,
@@ -89,7 +121,7 @@ pub fn window_documents(
                 let mut source = cell_fields(cell, durations(airport, value));
                 source["scope"] = json!("pickup_cell");
                 Document {
-                    index: settings.duration_index.clone(),
+                    index: settings.index_for(&settings.duration_index, window),
                     id: format!("{}-{}-{cell}", id_prefix("airport"), airport.code()),
                     source: with_times(source),
                     version,
@@ -99,7 +131,7 @@ pub fn window_documents(
                 let mut source = durations(airport, value);
                 source["scope"] = json!("airport");
                 Document {
-                    index: settings.duration_index.clone(),
+                    index: settings.index_for(&settings.duration_index, window),
                     id: format!("{}-{}", id_prefix("airport"), airport.code()),
                     source: with_times(source),
                     version,
@@ -121,7 +153,7 @@ fn cell_fields(cell: Cell, mut source: Value) -> Value {
 }
 
 /// Index templates for the two indices: `location` a geo_point, the times
-/// dates, codes and cells keywords.
+/// dates, codes and cells keywords; with daily indices, each joins its alias.
 pub fn index_templates(settings: &DocumentSettings) -> Vec<(String, Value)> {
     let dates = json!({"timestamp": {"type": "date"}, "window_start": {"type": "date"}, "window_end": {"type": "date"}, "window_size_s": {"type": "integer"}});
     let mut pickups = json!({"geohash": {"type": "keyword"}, "location": {"type": "geo_point"}, "pickup_count": {"type": "long"}});
@@ -137,10 +169,36 @@ pub fn index_templates(settings: &DocumentSettings) -> Vec<(String, Value)> {
     [(&settings.pickup_index, pickups), (&settings.duration_index, durations)]
         .into_iter()
         .map(|(index, properties)| {
-            let body = json!({
-                "index_patterns": [format!("{index}*")],
+            let mut body = json!({
+                "index_patterns": [settings.index_pattern(index)],
                 "template": {"mappings": {"properties": properties}},
             });
+            if settings.index_retention_days.is_some() {
+                body["template"]["aliases"] = json!({ index.as_str(): {} });
+            }
+            (format!("taxi-{index}"), body)
+        })
+        .collect()
+}
+
+/// The OpenSearch Index State Management policies that delete each daily
+/// index `days` after its creation, applied to new indices by their
+/// `ism_template` (none without daily indices). Policy ids match the templates'
+/// names. See https://docs.opensearch.org/latest/im-plugin/ism/policies/.
+pub fn lifecycle_policies(settings: &DocumentSettings) -> Vec<(String, Value)> {
+    let Some(days) = settings.index_retention_days else { return Vec::new() };
+    [&settings.pickup_index, &settings.duration_index]
+        .into_iter()
+        .map(|index| {
+            let body = json!({"policy": {
+                "description": format!("Deletes the taxi pipeline's daily {index} indices {days} days after their creation"),
+                "default_state": "open",
+                "states": [
+                    {"name": "open", "actions": [], "transitions": [{"state_name": "delete", "conditions": {"min_index_age": format!("{days}d")}}]},
+                    {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+                ],
+                "ism_template": [{"index_patterns": [settings.index_pattern(index)], "priority": 100}],
+            }});
             (format!("taxi-{index}"), body)
         })
         .collect()
@@ -213,6 +271,33 @@ mod tests {
         assert_eq!(body["index_patterns"][0], "pickup_count*");
         assert_eq!(body["template"]["mappings"]["properties"]["location"]["type"], "geo_point");
         assert_eq!(templates[1].1["template"]["mappings"]["properties"]["timestamp"]["type"], "date");
+        assert_eq!(templates[0].1["template"].get("aliases"), None, "one index per kind needs no alias");
+        assert!(lifecycle_policies(&DocumentSettings::default()).is_empty(), "nor a policy");
+    }
+
+    #[test]
+    fn daily_indices_follow_the_window_start_and_join_their_alias() {
+        let settings = DocumentSettings { index_retention_days: Some(30), ..DocumentSettings::default() };
+        let spec = WindowSpec::tumbling(600).unwrap();
+        let merged = [(MetricKey::Pickups(Cell::parse("dr5ru7").unwrap()), PartialValue { count: 3, sum_s: 900 })].into();
+        // The last window of 2015-01-10 goes to that day's index, though it ends on the next day.
+        let last = window_documents(&spec, WindowStart(1_420_934_400 - 600), &merged, &settings);
+        let next = window_documents(&spec, WindowStart(1_420_934_400), &merged, &settings);
+        assert_eq!((last[0].index.as_str(), next[0].index.as_str()), ("pickup_count-2015.01.10", "pickup_count-2015.01.11"));
+
+        let templates = index_templates(&settings);
+        assert_eq!(templates[0].1["index_patterns"], json!(["pickup_count-*"]));
+        assert_eq!(templates[0].1["template"]["aliases"], json!({"pickup_count": {}}));
+        assert_eq!(templates[1].1["template"]["aliases"], json!({"trip_duration": {}}));
+
+        let policies = lifecycle_policies(&settings);
+        let names: Vec<&str> = policies.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["taxi-pickup_count", "taxi-trip_duration"]);
+        let policy = &policies[1].1["policy"];
+        assert_eq!(policy["ism_template"][0]["index_patterns"], json!(["trip_duration-*"]));
+        assert_eq!(policy["states"][0]["transitions"][0], json!({"state_name": "delete", "conditions": {"min_index_age": "30d"}}));
+        assert_eq!(policy["states"][1]["actions"], json!([{"delete": {}}]));
+        assert_eq!(policy["default_state"], policy["states"][0]["name"]);
     }
 }
 

@@ -15,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT
 use reqwest::Method;
 use taxi_core::bulk::{classify_response, encode_chunks, BulkLimits, ItemOutcome, RequestOutcome};
 use taxi_core::closer::{DeadLetter, DocumentSink, IndexReport, SinkError};
-use taxi_core::documents::{index_templates, Document, DocumentSettings};
+use taxi_core::documents::{index_templates, lifecycle_policies, Document, DocumentSettings};
 use taxi_core::retry::backoff;
 use taxi_core::time::WallTime;
 use tokio::sync::OnceCell;
@@ -130,31 +130,107 @@ impl SearchSink {
         Ok((status, bytes.to_vec()))
     }
 
-    /// Puts the index templates once per process (idempotent: a PUT replaces).
+    /// Puts the index templates and, with daily indices, their lifecycle
+    /// policies, once per process (idempotent).
     async fn ensure_templates(&self) -> Result<(), SinkError> {
         self.templates
             .get_or_try_init(|| async {
-                for (name, mut body) in index_templates(&self.config.documents) {
+                let documents = &self.config.documents;
+                if documents.index_retention_days.is_some() {
+                    for name in [&documents.pickup_index, &documents.duration_index] {
+                        self.refuse_an_index_in_the_aliases_place(name).await?;
+                    }
+                }
+                for (name, mut body) in index_templates(documents) {
                     if let Some(replicas) = self.replicas {
                         body["template"]["settings"] = serde_json::json!({"index": {"number_of_replicas": replicas}});
                     }
-                    let path = format!("/_index_template/{name}");
-                    match self.send(Method::PUT, &path, "application/json", body.to_string().into_bytes()).await {
-                        Ok((200..=299, _)) => {}
-                        Ok((status @ (401 | 403), body)) => {
-                            return Err(SinkError::Refused(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&body))));
-                        }
-                        Ok((status, body)) => {
-                            return Err(SinkError::Unavailable(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&body))))
-                        }
-                        Err(e) => return Err(SinkError::Unavailable(e)),
-                    }
+                    self.put_json(&format!("/_index_template/{name}"), &body).await?;
+                }
+                for (id, body) in lifecycle_policies(documents) {
+                    self.put_lifecycle_policy(&id, &body).await?;
                 }
                 Ok(())
             })
             .await
             .map(|_| ())
     }
+
+    /// A request the endpoint must take: 401/403 is a configuration to fix, anything else worth a retry.
+    async fn checked(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        let what = format!("{method} {path}");
+        match self.send(method, path, "application/json", body).await {
+            Ok((200..=299, body)) => Ok(body),
+            Ok((status @ (401 | 403), body)) => Err(SinkError::Refused(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
+            Ok((status, body)) => Err(SinkError::Unavailable(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
+            Err(e) => Err(SinkError::Unavailable(e)),
+        }
+    }
+
+    async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SinkError> {
+        self.checked(Method::PUT, path, body.to_string().into_bytes()).await.map(|_| ())
+    }
+
+    /// With daily indices `name` is their alias, which cannot be created over
+    /// an index of that name (written before `INDEX_RETENTION_DAYS` was set):
+    /// every document would be refused, so the closer stops with what to do.
+    async fn refuse_an_index_in_the_aliases_place(&self, name: &str) -> Result<(), SinkError> {
+        let path = format!("/{name}");
+        let answer = match self.send(Method::GET, &path, "application/json", Vec::new()).await {
+            Ok((404, _)) => return Ok(()),
+            Ok((200..=299, body)) => body,
+            Ok((status, body)) => return Err(SinkError::Unavailable(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body)))),
+            Err(e) => return Err(SinkError::Unavailable(e)),
+        };
+        // The answer is keyed by the concrete indices the name resolves to.
+        let indices: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        if indices.get(name).is_some() {
+            return Err(SinkError::Refused(format!(
+                "INDEX_RETENTION_DAYS is set, so `{name}` must be the alias of daily indices, but an index named `{name}` exists \
+                 (written with INDEX_RETENTION_DAYS=0): reindex it into `{name}-yyyy.mm.dd` indices and delete it, or set INDEX_RETENTION_DAYS=0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates or updates an Index State Management policy. OpenSearch refuses
+    /// to overwrite a policy without its sequence number and primary term
+    /// (https://docs.opensearch.org/latest/im-plugin/ism/api/#update-policy), so
+    /// an existing one is read first. An endpoint without ISM (Elasticsearch,
+    /// OpenSearch Serverless) gets a warning: its indices are then not deleted by themselves.
+    async fn put_lifecycle_policy(&self, id: &str, body: &serde_json::Value) -> Result<(), SinkError> {
+        let path = format!("/_plugins/_ism/policies/{id}");
+        let bytes = body.to_string().into_bytes();
+        match self.send(Method::PUT, &path, "application/json", bytes.clone()).await {
+            Ok((200..=299, _)) => Ok(()),
+            Ok((409, _)) => {
+                let current: serde_json::Value =
+                    serde_json::from_slice(&self.checked(Method::GET, &path, Vec::new()).await?).unwrap_or_default();
+                let (Some(seq_no), Some(primary_term)) = (current["_seq_no"].as_u64(), current["_primary_term"].as_u64()) else {
+                    return Err(SinkError::Unavailable(format!("GET {path}: no _seq_no and _primary_term in {current}")));
+                };
+                self.checked(Method::PUT, &format!("{path}?if_seq_no={seq_no}&if_primary_term={primary_term}"), bytes).await.map(|_| ())
+            }
+            Ok((status, answer)) if matches!(status, 404 | 405) || is_missing_handler(&answer) => {
+                tracing::warn!(
+                    policy = id,
+                    status,
+                    "the endpoint has no Index State Management API (_plugins/_ism): the daily indices of INDEX_RETENTION_DAYS are not deleted by themselves (on Elasticsearch, attach an ILM policy to the index template)"
+                );
+                Ok(())
+            }
+            Ok((status @ (401 | 403), answer)) => {
+                Err(SinkError::Refused(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&answer))))
+            }
+            Ok((status, answer)) => Err(SinkError::Unavailable(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&answer)))),
+            Err(e) => Err(SinkError::Unavailable(e)),
+        }
+    }
+}
+
+/// Whether an answer says the endpoint has no handler for the path (an API it lacks).
+fn is_missing_handler(answer: &[u8]) -> bool {
+    String::from_utf8_lossy(answer).contains("no handler found")
 }
 
 impl DocumentSink for SearchSink {
