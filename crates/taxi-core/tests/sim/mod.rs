@@ -334,8 +334,10 @@ const SAFETY_MARGIN_MS: i64 = 3_000;
 const WATERMARK_TICK_MS: i64 = 1_000;
 const FUTURE_TOLERANCE_S: i64 = 900;
 const LISTING_RETENTION_MS: i64 = 20 * 60_000;
-/// How long after the stream has gone quiet a slow closer may take to close everything.
-const SLOW_CLOSE_BOUND_MS: i64 = 4 * 3600 * 1000;
+/// How long a slow closer may go without indexing a document or closing a
+/// window while it has windows to close: it is held to progress, not to a
+/// total time, since that grows with the documents of its windows.
+const SLOW_CLOSE_STALL_MS: i64 = 3600 * 1000;
 /// Room in a quiet stream's bound for the closer's schedule and its faults
 /// (crashes, throttling, held-up `_bulk` requests).
 const QUIET_SLACK_MS: i64 = 3 * CLOSE_SCHEDULE_MS;
@@ -378,6 +380,8 @@ struct Sim {
     quiet_close: Option<(i64, i64)>,
     /// When a close-windows invocation was killed or a pass of it failed: each delays a close by a period.
     closer_failures: Vec<WallTime>,
+    /// When a close-windows invocation last indexed a document or closed a window.
+    closer_progress_at: Option<WallTime>,
     /// Every real trip's dropoff is before this (rows with a wrong date are months after).
     span_end: EventTime,
 }
@@ -546,6 +550,7 @@ impl Sim {
             drained_at: None,
             quiet_close: None,
             closer_failures: Vec::new(),
+            closer_progress_at: None,
             span_end,
         }
     }
@@ -579,7 +584,8 @@ impl Sim {
                 // (and, without a final watermark, for the quiet rule's bound); a slow
                 // closer has more to do, window by window, within a bound.
                 let quiet = self.now().0 - since.0;
-                let catching_up = self.s.slow_close.is_some() && quiet < SLOW_CLOSE_BOUND_MS && !self.caught_up();
+                let progressing = self.closer_progress_at.is_some_and(|at| self.now().0 - at.0.max(since.0) < SLOW_CLOSE_STALL_MS);
+                let catching_up = self.s.slow_close.is_some() && (quiet < SLOW_CLOSE_STALL_MS || progressing) && !self.caught_up();
                 // The quiet bound allows a closer period for each pass that fails
                 // before the last window closes; so does the wait for it.
                 let quiet_bound = self.quiet_bound();
@@ -1034,6 +1040,9 @@ impl Sim {
             (ActorKind::Closer, ActorOut::Closer(reports)) => {
                 let now = self.now();
                 self.closer_failures.extend(reports.iter().filter(|r| r.error.is_some()).map(|_| now));
+                if reports.iter().any(|r| r.documents_indexed + r.windows_closed + r.windows_reemitted > 0) {
+                    self.closer_progress_at = Some(now);
+                }
                 for r in &reports {
                     if r.windows_closed + r.windows_reemitted + r.windows_resumed > 0 || r.error.is_some() || !r.refused_expired.is_empty()
                     {
@@ -1419,8 +1428,8 @@ impl Sim {
         }
 
         // Nothing stalls: every window the final watermark passed is closed within the
-        // settling time after the stream drained (both modes; a slow closer has a longer
-        // bound), or the first one left open was refused, which holds the rest.
+        // settling time after the stream drained (both modes; a slow closer is held to progress,
+        // no hour without a document or a window), or the first one left open was refused, which holds the rest.
         let closed_at = |through: EventTime| self.closed_history.iter().find(|(_, c)| *c >= through).map(|(t, _)| *t);
         let expected_final = self.shards.iter().filter(|s| !s.records.is_empty()).map(|s| self.final_watermark_at_least(s)).min().flatten();
         if let Some(w) = expected_final {
@@ -1428,8 +1437,11 @@ impl Sim {
             let has_data = oracle.keys().any(|win| spec.window_end(*win) <= through);
             let frontier = oracle.keys().find(|win| closed_through.is_none_or(|c| spec.window_end(**win) > c));
             let held_by_refusal = frontier.is_some_and(|w| refused.contains(w));
-            let slack = if self.s.slow_close.is_some() { SLOW_CLOSE_BOUND_MS } else { 0 };
-            let limit = self.drained_at.map(|t| WallTime(t.0 + 2 * self.s.idle_timeout_s * 1000 + 4 * CLOSE_SCHEDULE_MS + slack));
+            // A slow closer is held to progress instead (the run waits while it makes some).
+            let limit = self
+                .drained_at
+                .filter(|_| self.s.slow_close.is_none())
+                .map(|t| WallTime(t.0 + 2 * self.s.idle_timeout_s * 1000 + 4 * CLOSE_SCHEDULE_MS));
             match closed_at(through) {
                 None if has_data && !held_by_refusal => violations.push(format!(
                     "stalled: closed through {:?}, but the final watermark {} passed {}",
