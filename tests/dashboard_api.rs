@@ -349,7 +349,7 @@ async fn basic_auth_stays_in_the_cli_and_never_reaches_the_browser() {
         index_retention_days: None,
     };
     let with = |password: &str| SearchConfig {
-        auth: SearchAuth::Basic { username: "reader".into(), password: password.into() },
+        auth: SearchAuth::Basic { username: "reader".into(), password: taxi_aws::secrets::Password::new(password) },
         ..search_config(&gate, &documents)
     };
     let base = serve(Dashboard::new(with(password), Areas::default(), None).unwrap()).await;

@@ -50,7 +50,7 @@ fn credentials() -> Credentials {
 async fn the_secret_is_read_with_a_signed_get_secret_value_on_its_arn() {
     let (url, seen) = secrets_manager(r#"{"username":"taxi","password":"s3cret"}"#).await;
     let basic = get_basic_credentials(&url, "eu-west-1", &credentials(), ARN).await.expect("the secret");
-    assert_eq!((basic.username.as_str(), basic.password.as_str()), ("taxi", "s3cret"));
+    assert_eq!((basic.username.as_str(), basic.password.expose()), ("taxi", "s3cret"));
     assert!(!format!("{basic:?}").contains("s3cret"), "the password is never printed");
     let headers = seen.lock().unwrap()[0].clone();
     let authorization = headers["authorization"].to_str().unwrap();

@@ -37,6 +37,7 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use taxi_aws::config::{SearchAuthMode, SearchEndpointConfig};
 use taxi_aws::search::{SearchConfig, SigV4Service};
+use taxi_aws::secrets::Password;
 use taxi_core::bulk::BulkLimits;
 use taxi_core::config::EnvReader;
 use taxi_core::documents::DocumentSettings;
@@ -393,7 +394,9 @@ impl SearchArgs {
         let auth = match self.es_auth {
             AuthArg::None => SearchAuthMode::None,
             AuthArg::Basic => match (&self.es_username, &self.es_password) {
-                (Some(username), Some(password)) => SearchAuthMode::Basic { username: username.clone(), password: password.clone() },
+                (Some(username), Some(password)) => {
+                    SearchAuthMode::Basic { username: username.clone(), password: Password::new(password.clone()) }
+                }
                 _ => return Err(ReportError::Config("--es-auth basic needs --es-username and ES_PASSWORD (or --es-password)".into())),
             },
             AuthArg::Sigv4 => SearchAuthMode::SigV4 {

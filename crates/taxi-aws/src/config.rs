@@ -11,6 +11,7 @@ use taxi_core::documents::DocumentSettings;
 use taxi_core::ingest::IngestSettings;
 
 use crate::search::{SearchAuth, SearchConfig, SigV4Service};
+use crate::secrets::Password;
 
 /// Everything the aggregate function reads at start-up.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,7 +131,7 @@ pub enum SearchAuthMode {
     None,
     Basic {
         username: String,
-        password: String,
+        password: Password,
     },
     /// Basic auth with the credentials of a Secrets Manager secret, read at
     /// start-up ([`SearchEndpointConfig::read_secret`]).
@@ -202,7 +203,7 @@ impl SearchEndpointConfig {
                 Some(secret_id) => SearchAuthMode::BasicFromSecret { secret_id },
                 None => SearchAuthMode::Basic {
                     username: env.required("ES_USERNAME", "the user name for basic auth (or set ES_BASIC_AUTH_SECRET)")?,
-                    password: env.required("ES_PASSWORD", "the password for basic auth (or set ES_BASIC_AUTH_SECRET)")?,
+                    password: Password::new(env.required("ES_PASSWORD", "the password for basic auth (or set ES_BASIC_AUTH_SECRET)")?),
                 },
             },
             "sigv4" => SearchAuthMode::SigV4 {
@@ -368,6 +369,23 @@ mod close_windows_tests {
         assert_eq!(off.idleness, taxi_core::closing::Idleness::After { timeout_ms: 90_000, advance_when_quiet: false });
         let err = CloseWindowsConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("STREAM_NAME", "s")])).unwrap_err();
         assert_eq!(err.variable, "ES_ENDPOINT");
+    }
+
+    #[test]
+    fn no_configuration_dump_shows_the_password() {
+        let config = CloseWindowsConfig::from_lookup(lookup(&[
+            ("TABLE_NAME", "t"),
+            ("STREAM_NAME", "s"),
+            ("ES_ENDPOINT", "https://x"),
+            ("ES_AUTH", "basic"),
+            ("ES_USERNAME", "closer"),
+            ("ES_PASSWORD", "hunter2"),
+        ]))
+        .unwrap();
+        let dump = format!("{config:?}");
+        assert!(dump.contains("closer") && !dump.contains("hunter2"), "{dump}");
+        let SearchAuthMode::Basic { password, .. } = &config.search.auth else { panic!("basic auth") };
+        assert_eq!(password.expose(), "hunter2", "the sink still gets it");
     }
 
     #[test]

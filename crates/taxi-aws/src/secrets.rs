@@ -36,17 +36,35 @@ pub enum SecretError {
     NotBasicAuth { secret: String },
 }
 
-/// A user name and password from the secret's `username` and `password` keys.
+/// A password: cloned and compared like a string, never printed (its
+/// `Debug` says `<redacted>`, so no configuration dump or log shows it).
+/// Hand-written rather than `secrecy::SecretString`, which has no `PartialEq`:
+/// the configurations that hold it are compared whole in tests.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BasicCredentials {
-    pub username: String,
-    pub password: String,
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
-impl std::fmt::Debug for BasicCredentials {
+impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BasicCredentials {{ username: {:?}, password: <redacted> }}", self.username)
+        f.write_str("<redacted>")
     }
+}
+
+/// A user name and password from the secret's `username` and `password` keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: Password,
 }
 
 /// Reads the secret `secret_id` (an ARN) with the region and credentials of
@@ -112,5 +130,5 @@ pub async fn get_basic_credentials(
     let not_basic = || SecretError::NotBasicAuth { secret: secret.clone() };
     let value: SecretValue = serde_json::from_slice(&answer).map_err(|_| not_basic())?;
     let basic: Basic = serde_json::from_str(&value.secret_string.ok_or_else(not_basic)?).map_err(|_| not_basic())?;
-    Ok(BasicCredentials { username: basic.username, password: basic.password })
+    Ok(BasicCredentials { username: basic.username, password: Password::new(basic.password) })
 }

@@ -20,6 +20,8 @@ use taxi_core::retry::backoff;
 use taxi_core::time::WallTime;
 use tokio::sync::OnceCell;
 
+use crate::secrets::Password;
+
 pub use sigv4::SigV4Service;
 
 /// First retry after this; doubled each round, up to [`MAX_BACKOFF`].
@@ -33,7 +35,7 @@ pub enum SearchAuth {
     None,
     Basic {
         username: String,
-        password: String,
+        password: Password,
     },
     /// Amazon OpenSearch Service or Serverless, with the default credential chain.
     SigV4 {
@@ -108,7 +110,10 @@ impl SearchSink {
         match &self.config.auth {
             SearchAuth::None => {}
             SearchAuth::Basic { username, password } => {
-                headers.push((AUTHORIZATION.as_str().to_owned(), format!("Basic {}", base64_encode(&format!("{username}:{password}")))));
+                headers.push((
+                    AUTHORIZATION.as_str().to_owned(),
+                    format!("Basic {}", base64_encode(&format!("{username}:{}", password.expose()))),
+                ));
             }
             SearchAuth::SigV4 { service, region, credentials } => {
                 let credentials = credentials.provide_credentials().await.map_err(|e| format!("no AWS credentials for SigV4: {e}"))?;
@@ -321,7 +326,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_password() {
-        let auth = SearchAuth::Basic { username: "admin".into(), password: "hunter2".into() };
+        let auth = SearchAuth::Basic { username: "admin".into(), password: Password::new("hunter2") };
         assert!(!format!("{auth:?}").contains("hunter2"));
     }
 
