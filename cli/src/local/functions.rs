@@ -8,14 +8,14 @@ use std::time::Duration;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use taxi_aws::aggregate_function::AggregateFunction;
-use taxi_aws::close_windows_function::{close_windows, Repeat};
+use taxi_aws::close_windows_function::{close_windows, CloseAnswer, Repeat};
 use taxi_aws::dynamo::DynamoStore;
 use taxi_aws::kinesis::KinesisShards;
 use taxi_aws::search::SearchSink;
 use taxi_core::closer::Closer;
-use taxi_core::time::{EventTime, WallTime};
+use taxi_core::time::WallTime;
 
 /// An invocation that did not return an answer.
 #[derive(Debug, thiserror::Error)]
@@ -78,25 +78,6 @@ impl AggregateInvoker {
     }
 }
 
-/// What one close-windows invocation reports (the function's JSON answer).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-pub struct CloseAnswer {
-    pub windows_closed: u64,
-    pub windows_reemitted: u64,
-    pub windows_left_open: u64,
-    pub documents_indexed: u64,
-    pub documents_retried: u64,
-    pub dead_letters: u64,
-    pub watermark: Option<String>,
-    pub error: Option<String>,
-}
-
-impl CloseAnswer {
-    pub fn watermark(&self) -> Option<EventTime> {
-        self.watermark.as_deref().and_then(EventTime::parse_rfc3339)
-    }
-}
-
 /// The close-windows function, in this process: one pass per scheduled
 /// invocation, with the deadline a Lambda timeout would give.
 pub struct CloseWindowsInvoker {
@@ -108,7 +89,6 @@ impl CloseWindowsInvoker {
     pub async fn invoke(&self) -> Result<CloseAnswer, InvokeError> {
         let deadline = WallTime(WallTime::now().0 + self.timeout.as_millis() as i64);
         let one_pass = Repeat { recheck_interval: Duration::from_secs(1), keep_running: Duration::ZERO };
-        let answer = close_windows(&self.closer, deadline, one_pass, None).await;
-        serde_json::from_value(answer).map_err(|e| InvokeError::Function(format!("an unexpected answer: {e}")))
+        Ok(close_windows(&self.closer, deadline, one_pass, None).await)
     }
 }

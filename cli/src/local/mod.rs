@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use taxi_aws::aggregate_function::{AggregateFunction, MetricsOutput};
-use taxi_aws::close_windows_function::closer_from_config;
+use taxi_aws::close_windows_function::{closer_from_config, CloseAnswer};
 use taxi_aws::config::{AggregateConfig, AwsClients, CloseWindowsConfig};
 use taxi_aws::dynamo::{ensure_table, DynamoStore};
 use taxi_aws::kinesis::list_shards;
@@ -43,7 +43,7 @@ use taxi_core::time::EventTime;
 use tokio::task::JoinSet;
 
 use self::event_source::{EventSourceMapping, Faults, MappingSettings, MappingStats};
-use self::functions::{AggregateInvoker, CloseAnswer, CloseWindowsInvoker, LambdaInvokeApi};
+use self::functions::{AggregateInvoker, CloseWindowsInvoker, LambdaInvokeApi};
 use self::services::{GivenEndpoints, Services};
 use crate::args::InputFormat;
 use crate::dashboard::progress::TableProgress;
@@ -398,7 +398,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
                 if !args.quiet && answer.windows_closed > 0 {
                     eprintln!("closed {} windows, {} documents indexed, watermark {}", answer.windows_closed, answer.documents_indexed, answer.watermark.as_deref().unwrap_or("-"));
                 }
-                closed = accumulate(closed, answer);
+                closed = closed.then(answer);
                 if done {
                     break;
                 }
@@ -498,16 +498,4 @@ async fn aggregated_counters(clients: &AwsClients, stream: &str, table: &str) ->
         total.add(&state.counters);
     }
     Ok((shards.len(), total))
-}
-
-/// Sums the passes' counts; the watermark is the latest pass's.
-fn accumulate(total: CloseAnswer, pass: CloseAnswer) -> CloseAnswer {
-    CloseAnswer {
-        windows_closed: total.windows_closed + pass.windows_closed,
-        windows_reemitted: total.windows_reemitted + pass.windows_reemitted,
-        documents_indexed: total.documents_indexed + pass.documents_indexed,
-        documents_retried: total.documents_retried + pass.documents_retried,
-        dead_letters: total.dead_letters + pass.dead_letters,
-        ..pass
-    }
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, DocumentSink, ShardSource};
 use taxi_core::metrics::close_report_emf;
 use taxi_core::time::{EventTime, WallTime};
@@ -26,6 +27,65 @@ pub struct Repeat {
     pub keep_running: Duration,
 }
 
+/// The function's answer: what its passes did, counts summed and the rest as
+/// of the last pass. `taxi-pipeline local` folds its invocations' answers the same way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CloseAnswer {
+    pub passes: u64,
+    pub windows_closed: u64,
+    pub windows_reemitted: u64,
+    pub windows_left_open: u64,
+    pub windows_resumed: u64,
+    /// Window starts (RFC 3339) refused because their partials may have expired.
+    pub windows_refused_expired: Vec<String>,
+    pub documents_indexed: u64,
+    pub documents_retried: u64,
+    pub dead_letters: u64,
+    pub closed_through: Option<String>,
+    pub watermark: Option<String>,
+    pub lease_held_elsewhere: bool,
+    pub error: Option<String>,
+}
+
+impl CloseAnswer {
+    /// One pass's answer.
+    pub fn of_pass(report: &CloseReport) -> CloseAnswer {
+        CloseAnswer {
+            passes: 1,
+            windows_closed: report.windows_closed,
+            windows_reemitted: report.windows_reemitted,
+            windows_left_open: report.windows_left_open,
+            windows_resumed: report.windows_resumed,
+            windows_refused_expired: report.refused_expired.iter().map(|w| EventTime(w.0).to_rfc3339()).collect(),
+            documents_indexed: report.documents_indexed,
+            documents_retried: report.documents_retried,
+            dead_letters: report.dead_letters,
+            closed_through: report.closed_through.map(EventTime::to_rfc3339),
+            watermark: report.global.as_ref().and_then(|g| g.watermark).map(EventTime::to_rfc3339),
+            lease_held_elsewhere: report.lease_held_elsewhere,
+            error: report.error.clone(),
+        }
+    }
+
+    /// This answer followed by a later one: counts add up, the rest is the later one's.
+    pub fn then(self, later: CloseAnswer) -> CloseAnswer {
+        CloseAnswer {
+            passes: self.passes + later.passes,
+            windows_closed: self.windows_closed + later.windows_closed,
+            windows_reemitted: self.windows_reemitted + later.windows_reemitted,
+            windows_resumed: self.windows_resumed + later.windows_resumed,
+            documents_indexed: self.documents_indexed + later.documents_indexed,
+            documents_retried: self.documents_retried + later.documents_retried,
+            dead_letters: self.dead_letters + later.dead_letters,
+            ..later
+        }
+    }
+
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermark.as_deref().and_then(EventTime::parse_rfc3339)
+    }
+}
+
 /// Runs passes until `keep_running` has elapsed or the deadline nears; one
 /// EMF line per pass (when `namespace` is given). Returns the summary.
 pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
@@ -33,28 +93,15 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
     deadline: WallTime,
     repeat: Repeat,
     metrics: Option<(&str, &str)>,
-) -> Value {
+) -> CloseAnswer {
     let started = WallTime::now();
-    let mut total = CloseReport::default();
-    let mut passes = 0;
+    let mut answer = CloseAnswer::default();
     loop {
         let report = closer.run_once(&WallTime::now, deadline).await;
-        passes += 1;
         if let Some((namespace, function)) = metrics {
             println!("{}", close_report_emf(&report, namespace, function, WallTime::now().0));
         }
-        total.windows_closed += report.windows_closed;
-        total.windows_reemitted += report.windows_reemitted;
-        total.documents_indexed += report.documents_indexed;
-        total.documents_retried += report.documents_retried;
-        total.dead_letters += report.dead_letters;
-        total.windows_left_open = report.windows_left_open;
-        total.windows_resumed += report.windows_resumed;
-        total.refused_expired = report.refused_expired.clone();
-        total.closed_through = report.closed_through;
-        total.error = report.error.clone();
-        total.global = report.global.clone();
-        total.lease_held_elsewhere = report.lease_held_elsewhere;
+        answer = answer.then(CloseAnswer::of_pass(&report));
         let now = WallTime::now();
         let interval = repeat.recheck_interval.as_millis() as i64;
         let ran = now.0 - started.0;
@@ -63,21 +110,7 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
         }
         tokio::time::sleep(repeat.recheck_interval).await;
     }
-    json!({
-        "passes": passes,
-        "windows_closed": total.windows_closed,
-        "windows_reemitted": total.windows_reemitted,
-        "windows_left_open": total.windows_left_open,
-        "windows_resumed": total.windows_resumed,
-        "windows_refused_expired": total.refused_expired.iter().map(|w| EventTime(w.0).to_rfc3339()).collect::<Vec<_>>(),
-        "documents_indexed": total.documents_indexed,
-        "documents_retried": total.documents_retried,
-        "dead_letters": total.dead_letters,
-        "closed_through": total.closed_through.map(EventTime::to_rfc3339),
-        "watermark": total.global.as_ref().and_then(|g| g.watermark).map(EventTime::to_rfc3339),
-        "lease_held_elsewhere": total.lease_held_elsewhere,
-        "error": total.error,
-    })
+    answer
 }
 
 /// Builds the closer from the configuration and the clients (of the default
@@ -159,5 +192,24 @@ mod tests {
         let now = WallTime(1_800_000_000_000);
         assert_eq!(invocation_deadline(now.0 + 60_000, now, repeat), WallTime(now.0 + 60_000));
         assert_eq!(invocation_deadline(600_000, now, repeat), WallTime(now.0 + 50_000 + 6_000));
+    }
+
+    #[test]
+    fn passes_add_up_counts_and_keep_the_last_state() {
+        let first = CloseReport {
+            windows_closed: 2,
+            documents_indexed: 30,
+            windows_left_open: 4,
+            error: Some("503".into()),
+            ..CloseReport::default()
+        };
+        let second = CloseReport { windows_closed: 1, documents_indexed: 5, windows_resumed: 1, ..CloseReport::default() };
+        let answer = CloseAnswer::of_pass(&first).then(CloseAnswer::of_pass(&second));
+        assert_eq!((answer.passes, answer.windows_closed, answer.documents_indexed, answer.windows_resumed), (2, 3, 35, 1));
+        assert_eq!((answer.windows_left_open, answer.error.as_deref()), (0, None), "the last pass's state");
+        // The Lambda answer's field names, as scripts read them.
+        let json = serde_json::to_value(&answer).unwrap();
+        assert_eq!(json["windows_closed"], 3);
+        assert_eq!(serde_json::from_value::<CloseAnswer>(json).unwrap(), answer);
     }
 }
