@@ -43,6 +43,8 @@ pub mod retry;
 pub mod seq;
 pub mod shard;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod tlc;
 pub mod watermark;

@@ -16,7 +16,7 @@ use taxi_core::event::{watermark_event_json, TripEvent};
 use taxi_core::ingest::{Aggregator, IngestSettings, InputRecord, MAX_OPEN_PANES};
 use taxi_core::seq::SeqNum;
 use taxi_core::shard::{PaneLog, ShardId, ShardState};
-use taxi_core::store::{FaultyStore, MemoryStore, MemoryTables};
+use taxi_core::testing::{FaultyStore, MemoryStore, MemoryTables};
 use taxi_core::time::{EventTime, WallTime};
 use taxi_core::watermark::{CloserProgress, WatermarkMode};
 use taxi_core::window::WindowSpec;
