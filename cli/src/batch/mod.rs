@@ -147,7 +147,7 @@ pub(crate) async fn search_sink(
     if let Some(sdk) = &sdk {
         config.read_secret(sdk).await?;
     }
-    Ok(SearchSink::new(config.sink_config(documents.clone(), sdk.as_ref()).map_err(anyhow::Error::msg)?)?)
+    Ok(SearchSink::new(config.sink_config(documents.clone(), sdk.as_ref())?)?)
 }
 
 /// What `taxi-pipeline batch` did.

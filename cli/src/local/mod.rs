@@ -336,10 +336,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<LocalSummary> {
         faults: Faults { error_every: args.fault_error_every, duplicate_deliveries: args.fault_duplicate_deliveries },
         stats: MappingStats::default(),
     });
-    let closer = CloseWindowsInvoker {
-        closer: closer_from_config(&close_config, &clients, run_id.clone()).map_err(anyhow::Error::msg)?,
-        timeout: CLOSE_TIMEOUT,
-    };
+    let closer = CloseWindowsInvoker { closer: closer_from_config(&close_config, &clients, run_id.clone())?, timeout: CLOSE_TIMEOUT };
 
     // Dropping a JoinSet aborts its tasks: nothing outlives the run, also on an error.
     let mut dashboard_task = JoinSet::new();

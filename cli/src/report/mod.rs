@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use aws_config::{BehaviorVersion, Region};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use taxi_aws::config::{SearchAuthMode, SearchEndpointConfig};
+use taxi_aws::config::{SearchAuthError, SearchAuthMode, SearchEndpointConfig};
 use taxi_aws::search::{SearchConfig, SigV4Service};
 use taxi_aws::secrets::Password;
 use taxi_core::bulk::BulkLimits;
@@ -433,9 +433,12 @@ impl SearchArgs {
         };
         // The boxes drawn are the aggregate function's (CITY_AREA, JFK_AREA, LGA_AREA).
         let areas = EnvReader::new(|name: &str| std::env::var(name).ok()).areas().map_err(|e| ReportError::Config(e.to_string()))?;
-        let search = endpoint
-            .sink_config(documents, sdk.as_ref())
-            .map_err(|e| ReportError::SigV4(if e.contains("AWS_REGION") { format!("{e} or --region") } else { e }))?;
+        let search = endpoint.sink_config(documents, sdk.as_ref()).map_err(|e| {
+            ReportError::SigV4(match e {
+                SearchAuthError::NoRegion => format!("{e} or --region"),
+                other => other.to_string(),
+            })
+        })?;
         Ok((search, areas))
     }
 }

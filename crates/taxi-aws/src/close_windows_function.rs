@@ -7,11 +7,11 @@ use std::time::Duration;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, DocumentSink, ShardSource};
+use taxi_core::closer::{CloseReport, Closer, CloserSettings, CloserStore, DocumentSink, ShardSource, SinkError};
 use taxi_core::metrics::close_report_emf;
 use taxi_core::time::{EventTime, WallTime};
 
-use crate::config::{sdk_config, AwsClients, CloseWindowsConfig};
+use crate::config::{sdk_config, AwsClients, CloseWindowsConfig, SearchAuthError};
 use crate::dynamo::DynamoStore;
 use crate::kinesis::KinesisShards;
 use crate::search::SearchSink;
@@ -113,16 +113,24 @@ pub async fn close_windows<St: CloserStore, Sh: ShardSource, Si: DocumentSink>(
     answer
 }
 
+/// Why the closer cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CloserSetupError {
+    #[error(transparent)]
+    Auth(#[from] SearchAuthError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
 /// Builds the closer from the configuration and the clients (of the default
 /// AWS chain on Lambda; of the stand-ins in `taxi-pipeline local`).
 pub fn closer_from_config(
     config: &CloseWindowsConfig,
     clients: &AwsClients,
     owner: String,
-) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, String> {
-    let sink = SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?)
-        .map_err(|e| e.to_string())?
-        .with_replicas(config.index_replicas);
+) -> Result<Closer<DynamoStore, KinesisShards, SearchSink>, CloserSetupError> {
+    let sink =
+        SearchSink::new(config.search.sink_config(config.documents.clone(), Some(&clients.sdk))?)?.with_replicas(config.index_replicas);
     Ok(Closer {
         store: DynamoStore::new(clients.dynamodb.clone(), config.table_name.clone()),
         shards: KinesisShards { client: clients.kinesis.clone(), stream: config.stream_name.clone() },
@@ -167,7 +175,7 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     })?;
     let closer = closer_from_config(&config, &clients, owner).map_err(|e| {
         tracing::error!("{e}");
-        e
+        e.to_string()
     })?;
     let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "close-windows".into());
     let repeat = Repeat {

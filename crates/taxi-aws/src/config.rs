@@ -125,6 +125,17 @@ mod tests {
     }
 }
 
+/// Why the search endpoint's authentication cannot be set up (no retry helps).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SearchAuthError {
+    #[error("the basic-auth secret {secret_id} has not been read")]
+    SecretNotRead { secret_id: String },
+    #[error("SigV4 needs a region: set AWS_REGION")]
+    NoRegion,
+    #[error("SigV4 needs AWS credentials, and none were found")]
+    NoCredentials,
+}
+
 /// How the search endpoint is authenticated (`ES_AUTH`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SearchAuthMode {
@@ -147,15 +158,15 @@ impl SearchAuthMode {
     /// The sink's authentication. SigV4 signs with the region and credentials
     /// of `sdk`, which only SigV4 needs (loading it looks up a region, which
     /// can take a while away from AWS).
-    pub fn resolve(&self, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchAuth, String> {
+    pub fn resolve(&self, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchAuth, SearchAuthError> {
         Ok(match self {
             SearchAuthMode::None => SearchAuth::None,
             SearchAuthMode::Basic { username, password } => SearchAuth::Basic { username: username.clone(), password: password.clone() },
-            SearchAuthMode::BasicFromSecret { secret_id } => return Err(format!("the basic-auth secret {secret_id} has not been read")),
+            SearchAuthMode::BasicFromSecret { secret_id } => return Err(SearchAuthError::SecretNotRead { secret_id: secret_id.clone() }),
             SearchAuthMode::SigV4 { service } => SearchAuth::SigV4 {
                 service: *service,
-                region: sdk.and_then(|sdk| sdk.region()).map(|r| r.to_string()).ok_or("SigV4 needs a region: set AWS_REGION")?,
-                credentials: sdk.and_then(|sdk| sdk.credentials_provider()).ok_or("SigV4 needs AWS credentials, and none were found")?,
+                region: sdk.and_then(|sdk| sdk.region()).map(|r| r.to_string()).ok_or(SearchAuthError::NoRegion)?,
+                credentials: sdk.and_then(|sdk| sdk.credentials_provider()).ok_or(SearchAuthError::NoCredentials)?,
             },
         })
     }
@@ -237,7 +248,7 @@ impl SearchEndpointConfig {
     }
 
     /// The search sink's configuration for these documents (`sdk` as for [`SearchAuthMode::resolve`]).
-    pub fn sink_config(&self, documents: DocumentSettings, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchConfig, String> {
+    pub fn sink_config(&self, documents: DocumentSettings, sdk: Option<&aws_config::SdkConfig>) -> Result<SearchConfig, SearchAuthError> {
         Ok(SearchConfig {
             endpoint: self.endpoint.clone(),
             auth: self.auth.resolve(sdk)?,
@@ -399,11 +410,7 @@ mod close_windows_tests {
         ]))
         .unwrap();
         assert_eq!(config.search.auth, SearchAuthMode::SigV4 { service: SigV4Service::Aoss });
-        assert_eq!(
-            config.search.auth.resolve(None).unwrap_err(),
-            "SigV4 needs a region: set AWS_REGION",
-            "SigV4 without an SDK configuration"
-        );
+        assert_eq!(config.search.auth.resolve(None).unwrap_err(), SearchAuthError::NoRegion, "SigV4 without an SDK configuration");
         let err = CloseWindowsConfig::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),
@@ -422,7 +429,11 @@ mod close_windows_tests {
         .unwrap();
         let secret_id = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taxi-AbCdEf".to_owned();
         assert_eq!(secret.search.auth, SearchAuthMode::BasicFromSecret { secret_id: secret_id.clone() });
-        assert!(secret.search.auth.resolve(None).unwrap_err().contains(&secret_id), "not used before it is read");
+        assert_eq!(
+            secret.search.auth.resolve(None).unwrap_err(),
+            SearchAuthError::SecretNotRead { secret_id },
+            "not used before it is read"
+        );
         let err = CloseWindowsConfig::from_lookup(lookup(&[
             ("TABLE_NAME", "t"),
             ("STREAM_NAME", "s"),

@@ -121,10 +121,12 @@ pub struct KinesisShards {
 
 impl ShardSource for KinesisShards {
     async fn list_shards(&self) -> Result<Vec<StreamShard>, SourceError> {
-        list_shards(&self.client, &self.stream).await.map_err(|e| SourceError(e.to_string()))
+        list_shards(&self.client, &self.stream).await.map_err(|e| SourceError { request: "ListShards", source: Box::new(e) })
     }
 
     async fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> Result<bool, SourceError> {
-        caught_up(&self.client, &self.stream, shard, applied).await.map_err(|e| SourceError(e.to_string()))
+        caught_up(&self.client, &self.stream, shard, applied)
+            .await
+            .map_err(|e| SourceError { request: "GetShardIterator and GetRecords", source: Box::new(e) })
     }
 }

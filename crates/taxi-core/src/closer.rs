@@ -155,9 +155,15 @@ pub trait ShardSource: Send + Sync {
     fn caught_up(&self, shard: &ShardId, applied: Option<&SeqNum>) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("listing the shards failed: {0}")]
-pub struct SourceError(pub String);
+/// The stream could not answer: the pass stops, and the next one asks again.
+#[derive(Debug, thiserror::Error)]
+#[error("asking the stream failed ({request}): {source}")]
+pub struct SourceError {
+    /// The request that failed, such as `ListShards`.
+    pub request: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
 
 /// What indexing one window's documents achieved.
 #[derive(Clone, Debug, Default, PartialEq)]
