@@ -53,7 +53,7 @@ use crate::replay::{replay, FeedOptions, Summary as ReplaySummary};
 use crate::report::{render_report, ReportOptions, ReportOutput};
 use taxi_core::delivery::DeliverySettings;
 
-/// The bundled real sample: one hour of January 2015, 5,198 trips.
+/// The bundled real sample: the first hour of 2015-01-10, 32,615 rows of TLC yellow-cab trips.
 pub const SAMPLE: &str = "data/yellow_tripdata_2015-01-10_0000-0100.csv.gz";
 
 /// The close-windows function's timeout, as its deadline.
