@@ -161,15 +161,10 @@ impl SearchSink {
             .map(|_| ())
     }
 
-    /// A request the endpoint must take: 401/403 is a configuration to fix, anything else worth a retry.
+    /// A request the endpoint must take (see [`required`]).
     async fn checked(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Vec<u8>, SinkError> {
         let what = format!("{method} {path}");
-        match self.send(method, path, "application/json", body).await {
-            Ok((200..=299, body)) => Ok(body),
-            Ok((status @ (401 | 403), body)) => Err(SinkError::Refused(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
-            Ok((status, body)) => Err(SinkError::Unavailable(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
-            Err(e) => Err(SinkError::Unavailable(e)),
-        }
+        required(&what, self.send(method, path, "application/json", body).await)
     }
 
     async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SinkError> {
@@ -183,9 +178,7 @@ impl SearchSink {
         let path = format!("/{name}");
         let answer = match self.send(Method::GET, &path, "application/json", Vec::new()).await {
             Ok((404, _)) => return Ok(()),
-            Ok((200..=299, body)) => body,
-            Ok((status, body)) => return Err(SinkError::Unavailable(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body)))),
-            Err(e) => return Err(SinkError::Unavailable(e)),
+            other => required(&format!("GET {path}"), other)?,
         };
         // The answer is keyed by the concrete indices the name resolves to.
         let indices: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
@@ -224,12 +217,19 @@ impl SearchSink {
                 );
                 Ok(())
             }
-            Ok((status @ (401 | 403), answer)) => {
-                Err(SinkError::Refused(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&answer))))
-            }
-            Ok((status, answer)) => Err(SinkError::Unavailable(format!("PUT {path}: {status} {}", String::from_utf8_lossy(&answer)))),
-            Err(e) => Err(SinkError::Unavailable(e)),
+            other => required(&format!("PUT {path}"), other).map(|_| ()),
         }
+    }
+}
+
+/// The answer to a request the endpoint must take: 2xx gives its body, 401/403
+/// is a configuration to fix, anything else (or no answer) is worth a retry.
+fn required(what: &str, answer: Result<(u16, Vec<u8>), String>) -> Result<Vec<u8>, SinkError> {
+    match answer {
+        Ok((200..=299, body)) => Ok(body),
+        Ok((status @ (401 | 403), body)) => Err(SinkError::Refused(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
+        Ok((status, body)) => Err(SinkError::Unavailable(format!("{what}: {status} {}", String::from_utf8_lossy(&body)))),
+        Err(e) => Err(SinkError::Unavailable(e)),
     }
 }
 
